@@ -1,0 +1,64 @@
+"""Writing Kaldi data dirs: wav.scp, text, utt2spk, spk2utt, utt2lang.
+
+Every file is sorted in C-locale (byte) order, as Kaldi's
+``utils/validate_data_dir.sh`` wants, and written atomically.  Utterance ids
+must start with their speaker id so both orders agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List, NamedTuple
+
+from espnet_llm_asr.utils import atomic_write_text
+
+KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang")
+
+
+class KaldiEntry(NamedTuple):
+    uttid: str
+    wav: str  # absolute path
+    text: str
+    speaker: str
+    lang: str
+
+
+def c_sorted(keys: Iterable[str]) -> List[str]:
+    """Keys in C-locale order (``LC_ALL=C sort``): by UTF-8 bytes."""
+    return sorted(keys, key=lambda k: k.encode("utf-8"))
+
+
+def write_kaldi_dir(path, entries: Iterable[KaldiEntry]) -> None:
+    """Write the files of :data:`KALDI_FILES` for ``entries`` into ``path``.
+
+    Raises:
+        ValueError: duplicate utterance id, an id not starting with its speaker id,
+            or whitespace inside ids / a newline inside a transcript.
+    """
+    path = Path(path)
+    by_id: Dict[str, KaldiEntry] = {}
+    for e in entries:
+        if e.uttid in by_id:
+            raise ValueError(f"{path}: duplicate utterance id {e.uttid}")
+        if not e.uttid.startswith(e.speaker):
+            raise ValueError(f"{path}: utterance id {e.uttid} does not start with its speaker id {e.speaker}")
+        for name, value in (("uttid", e.uttid), ("speaker", e.speaker), ("lang", e.lang), ("wav", e.wav)):
+            if not value or any(c.isspace() for c in value):
+                raise ValueError(f"{path}: {name} {value!r} of utterance {e.uttid} is empty or has whitespace")
+        if "\n" in e.text or not e.text.strip():
+            raise ValueError(f"{path}: transcript of utterance {e.uttid} is empty or has a newline")
+        by_id[e.uttid] = e
+    keys = c_sorted(by_id)
+    table = lambda field: "".join(f"{k} {getattr(by_id[k], field)}\n" for k in keys)  # noqa: E731
+    atomic_write_text(path / "wav.scp", table("wav"))
+    atomic_write_text(path / "text", table("text"))
+    atomic_write_text(path / "utt2spk", table("speaker"))
+    atomic_write_text(path / "utt2lang", table("lang"))
+    spk2utt: Dict[str, List[str]] = {}
+    for k in keys:
+        spk2utt.setdefault(by_id[k].speaker, []).append(k)
+    atomic_write_text(path / "spk2utt", "".join(f"{s} {' '.join(spk2utt[s])}\n" for s in c_sorted(spk2utt)))
+
+
+def write_lang_list(path, codes: List[str]) -> None:
+    """One language code a line; the line index is the language id."""
+    atomic_write_text(Path(path), "".join(f"{c}\n" for c in codes))
