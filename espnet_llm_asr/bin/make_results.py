@@ -1,0 +1,280 @@
+"""Write an ESPnet-style RESULTS.md from scored decode dirs (end of stage 13).
+
+    python -m espnet_llm_asr.bin.make_results --exp_dirs exp/asr_* --out RESULTS.md
+
+For every experiment dir, every ``<decode_tag>/<test_set>/score_{wer,cer}/result.txt``
+found (as written by espnet_llm_asr.bin.score) gives a row of
+``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|`` taken from sclite's own
+``Sum/Avg`` line (nothing is recomputed), followed by one row per language
+(``score_*/<lang>/result.txt``).  A summary table puts the experiments side
+by side (rows: test set and language; columns: experiments).  Where the
+decode dir has ``gates`` (MoE projectors) and the scoring recorded
+``utt2lang``, the gates' leave-one-out language-ID accuracy is reported and
+a language x expert heatmap is written to ``<decode dir>/routing_heatmap.png``
+and linked.  CIF projectors' ``cif_count`` gives the mean number of fired
+vectors.  RESULTS.md is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import logging
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from espnet_llm_asr.analysis import gate_language_id_accuracy, plot_routing_heatmap, read_cif_count, read_gates
+from espnet_llm_asr.data_io import read_kaldi_map
+from espnet_llm_asr.scoring import PCT_KEYS, ScliteScore, read_sclite_result
+from espnet_llm_asr.utils import atomic_write_text
+
+ALL = "all"  # language label of the whole test set
+HEATMAP_NAME = "routing_heatmap.png"
+
+
+@dataclass
+class TestSetResult:
+    """Scores of one ``<exp>/<decode_tag>/<test_set>`` dir: {lang or 'all': {'wer'|'cer': ScliteScore}}."""
+
+    exp: str
+    decode_tag: str
+    test_set: str
+    path: Path
+    scores: Dict[str, Dict[str, ScliteScore]] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)  # markdown lines: gate LID, CIF, problems
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.decode_tag}/{self.test_set}"
+
+
+# ------------------------------------------------------------------ reading
+def _read_unit(score_dir: Path) -> Dict[str, ScliteScore]:
+    """{'all': score, lang: score, ...} from one score_wer / score_cer dir."""
+    out = {ALL: read_sclite_result(score_dir / "result.txt")}
+    for sub in sorted(p for p in score_dir.iterdir() if p.is_dir() and (p / "result.txt").is_file()):
+        out[sub.name] = read_sclite_result(sub / "result.txt")
+    return out
+
+
+def collect_exp(exp_dir: Path) -> List[TestSetResult]:
+    """All scored ``<decode_tag>/<test_set>`` dirs of one experiment, sorted."""
+    results = []
+    for wer_result in sorted(exp_dir.glob("*/*/score_wer/result.txt")):
+        test_dir = wer_result.parent.parent
+        r = TestSetResult(exp_dir.name, test_dir.parent.name, test_dir.name, test_dir)
+        per_unit = {"wer": _read_unit(test_dir / "score_wer")}
+        if (test_dir / "score_cer" / "result.txt").is_file():
+            per_unit["cer"] = _read_unit(test_dir / "score_cer")
+        for unit, by_lang in per_unit.items():
+            for lang, score in by_lang.items():
+                r.scores.setdefault(lang, {})[unit] = score
+        results.append(r)
+    return results
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def analyse_routing(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], plots: bool = True) -> None:
+    """Add gate language-ID and CIF notes (and the heatmap) to ``r.notes``."""
+    if (r.path / "cif_count").is_file():
+        counts = read_cif_count(r.path / "cif_count")
+        if counts:
+            mean = sum(counts.values()) / len(counts)
+            r.notes.append(f"- CIF: {mean:.1f} fired vectors per utterance on average "
+                           f"(min {min(counts.values())}, max {max(counts.values())}, {len(counts)} utterances)")
+    if not (r.path / "gates").is_file():
+        return
+    candidates = [r.path / "score_wer" / "utt2lang"]
+    if ref_root is not None:
+        candidates.append(ref_root / r.test_set / "utt2lang")
+    lang_file = next((p for p in candidates if p.is_file()), None)
+    if lang_file is None:
+        r.notes.append(f"- gate language-ID: not computed, no utt2lang in {' or '.join(map(str, candidates))}")
+        return
+    try:
+        lid = gate_language_id_accuracy(read_gates(r.path / "gates"), read_kaldi_map(lang_file))
+    except ValueError as e:
+        logging.warning(f"{r.path}: gate analysis skipped: {e}")
+        r.notes.append(f"- gate language-ID: not computed ({e})")
+        return
+    per_lang = ", ".join(f"{lang} {acc:.3f}" for lang, acc in lid.per_lang_accuracy.items())
+    r.notes.append(f"- gate language-ID accuracy (leave-one-out nearest centroid of the utterance gates): "
+                   f"**{lid.accuracy:.3f}** over {lid.n_utts} utterances (majority-class chance "
+                   f"{lid.chance:.3f}); per language: {per_lang}")
+    n_exp = lid.mean_gates.shape[1]
+    r.notes.append("")
+    r.notes.append("|lang|" + "|".join(f"expert {j}" for j in range(n_exp)) + "|")
+    r.notes.append("|---|" + "---|" * n_exp)
+    for lang, row in zip(lid.langs, lid.mean_gates):
+        r.notes.append(f"|{lang}|" + "|".join(f"{v:.3f}" for v in row) + "|")
+    if plots:
+        png = plot_routing_heatmap(lid.mean_gates, lid.langs, r.path / HEATMAP_NAME,
+                                   title=f"{r.exp} {r.dataset}: mean gate per language")
+        r.notes.append("")
+        r.notes.append(f"![routing heatmap {r.exp} {r.dataset}]({_rel(png, out_dir)})")
+
+
+# ------------------------------------------------------------------ writing
+def _fmt_pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def score_row(dataset: str, s: ScliteScore) -> str:
+    """``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|`` with sclite's percentages."""
+    return f"|{dataset}|{s.snt}|{s.wrd}|" + "|".join(_fmt_pct(s.pct[k]) for k in PCT_KEYS) + "|"
+
+
+def _git(args: Sequence[str], cwd: Path) -> Optional[str]:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_lines() -> List[str]:
+    """ESPnet-style environment block: date, versions, git commit of this code."""
+    import espnet_llm_asr
+
+    code_dir = Path(espnet_llm_asr.__file__).resolve().parent
+    lines = [
+        "## Environments",
+        f"- date: `{datetime.datetime.now().astimezone().strftime('%a %b %d %H:%M:%S %Z %Y')}`",
+        f"- python version: `{sys.version.split()[0]} ({platform.platform()})`",
+        f"- espnet version: `espnet {_version('espnet')}`",
+        f"- pytorch version: `pytorch {_version('torch')}`",
+        f"- transformers version: `transformers {_version('transformers')}`",
+        f"- espnet_llm_asr version: `{espnet_llm_asr.__version__}`",
+    ]
+    commit = _git(["rev-parse", "HEAD"], code_dir)
+    if commit:
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], code_dir)
+        lines.append(f"- Git hash: `{commit}`" + (" (with uncommitted changes)" if dirty else ""))
+        lines.append(f"  - Commit date: `{_git(['log', '-1', '--format=%cd'], code_dir)}`")
+    else:
+        lines.append("- Git hash: `unknown` (not a git checkout)")
+    return lines
+
+
+def _exp_label(exp_dir: Path) -> str:
+    """``asr_x (frontend)`` when the experiment's config.yaml names its projector."""
+    cfg = exp_dir / "config.yaml"
+    if cfg.is_file():
+        import yaml
+
+        try:
+            frontend = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("frontend")
+        except yaml.YAMLError:
+            frontend = None
+        if frontend:
+            return f"{exp_dir.name} ({frontend})"
+    return exp_dir.name
+
+
+def summary_lines(all_results: Dict[Path, List[TestSetResult]], unit: str) -> List[str]:
+    """Experiments side by side: rows (test set, language), columns experiment [decode tag]."""
+    columns: List[Tuple[str, Dict[Tuple[str, str], ScliteScore]]] = []
+    for exp_dir, results in all_results.items():
+        tags = sorted({r.decode_tag for r in results})
+        for tag in tags:
+            name = _exp_label(exp_dir) + (f" {tag}" if len(tags) > 1 else "")
+            cells = {(r.test_set, lang): s[unit]
+                     for r in results if r.decode_tag == tag for lang, s in r.scores.items() if unit in s}
+            columns.append((name, cells))
+    rows = sorted({key for _, cells in columns for key in cells}, key=lambda k: (k[0], k[1] != ALL, k[1]))
+    if not rows:
+        return []
+    lines = [f"### {unit.upper()} (%)", "", "|test set|lang|" + "|".join(n for n, _ in columns) + "|",
+             "|---|---|" + "---|" * len(columns)]
+    for test_set, lang in rows:
+        vals = [cells.get((test_set, lang)) for _, cells in columns]
+        row = ["-" if s is None else _fmt_pct(s.pct["Err"]) for s in vals]
+        lines.append(f"|{test_set}|{lang}|" + "|".join(row) + "|")
+    return lines + [""]
+
+
+def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", plots: bool = True) -> str:
+    """Build RESULTS.md for ``exp_dirs``, write it atomically to ``out``, return its text."""
+    out = Path(out)
+    exp_paths = [Path(d) for d in exp_dirs]
+    if not exp_paths:
+        raise ValueError("--exp_dirs: no experiment dir given")
+    for d in exp_paths:
+        if not d.is_dir():
+            raise FileNotFoundError(f"--exp_dirs: {d} is not a directory")
+    all_results = {d: collect_exp(d) for d in exp_paths}
+    if not any(all_results.values()):
+        raise FileNotFoundError(f"no */*/score_wer/result.txt under {', '.join(map(str, exp_paths))}: "
+                                f"run stage 13 scoring (espnet_llm_asr.bin.score) first")
+    out_dir = out.parent if str(out.parent) else Path(".")
+    root = Path(ref_root) if ref_root else None
+
+    lines = ["<!-- Generated by espnet_llm_asr.bin.make_results -->", "# RESULTS", ""]
+    lines += environment_lines() + [""]
+    lines += ["## Summary", "", "Error rates (sclite `Err`, %) per test set and language; "
+              "`all` is the whole test set.", ""]
+    lines += summary_lines(all_results, "wer") + summary_lines(all_results, "cer")
+    for exp_dir, results in all_results.items():
+        lines += [f"## {_exp_label(exp_dir)}", "", f"- exp dir: `{exp_dir}`"]
+        if not results:
+            lines += ["- no scored decode dir found", ""]
+            logging.warning(f"{exp_dir}: no */*/score_wer/result.txt; listed without results")
+            continue
+        for r in results:
+            analyse_routing(r, out_dir, root, plots)
+        lines.append("")
+        for unit in ("wer", "cer"):
+            lines += [f"### {unit.upper()}", "", "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in results:
+                for lang in sorted(r.scores, key=lambda k: (k != ALL, k)):
+                    if unit in r.scores[lang]:
+                        name = r.dataset if lang == ALL else f"{r.dataset}/{lang}"
+                        lines.append(score_row(name, r.scores[lang][unit]))
+            lines.append("")
+        for r in results:
+            if r.notes:
+                lines += [f"### Routing: {r.dataset}", ""] + r.notes + [""]
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    atomic_write_text(out, text)
+    logging.info(f"wrote {out} ({sum(len(v) for v in all_results.values())} scored test set(s))")
+    return text
+
+
+def main(cmd=None) -> str:
+    from espnet2.utils.types import str2bool
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp_dirs", nargs="+", required=True, help="experiment dirs, e.g. exp/asr_*")
+    p.add_argument("--out", default="RESULTS.md")
+    p.add_argument("--ref_root", default="dump/raw",
+                   help="fallback for <ref_root>/<test_set>/utt2lang when score_wer/utt2lang is absent")
+    p.add_argument("--plots", type=str2bool, default=True, help="write routing heatmaps")
+    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = p.parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    try:
+        return make_results(args.exp_dirs, args.out, args.ref_root, args.plots)
+    except (OSError, ValueError) as e:
+        if cmd is not None:
+            raise
+        sys.exit(f"ERROR: {e}")
+
+
+if __name__ == "__main__":
+    main()
