@@ -43,16 +43,22 @@ def no_nltk_download():
         nltk.download = original
 
 
-def import_espnet(module: str):
-    """Import an espnet2 module with the network guard on; returns the module."""
+@contextlib.contextmanager
+def guarded_espnet_import(name: str):
+    """Import espnet2 modules inside this block: no nltk download, no stray prints."""
     captured = io.StringIO()
     with no_nltk_download(), contextlib.redirect_stdout(captured):
-        mod = importlib.import_module(module)
+        yield
     for line in captured.getvalue().splitlines():
         if not line.strip():
             continue
         if "Flash Attention" in line:
             logging.getLogger(__name__).debug(line)
         else:
-            warnings.warn(f"{module}: {line}", stacklevel=2)
-    return mod
+            warnings.warn(f"{name}: {line}", stacklevel=3)
+
+
+def import_espnet(module: str):
+    """Import an espnet2 module with the guards on; returns the module."""
+    with guarded_espnet_import(module):
+        return importlib.import_module(module)
