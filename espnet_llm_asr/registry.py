@@ -8,8 +8,7 @@ data-parallel workers (which re-import modules) see the same choices.
 Importing ``espnet2.tasks.asr`` takes 10-15 s, which CLIs that never touch
 ESPnet's ASR task (corpus synthesis, scoring, data-dir tools) should not
 pay.  So when that module is not imported yet, :func:`register_all` installs
-an import hook that registers the components the moment it is imported
-(and imports it with :mod:`espnet_llm_asr._compat`'s offline guard).
+an import hook that registers the components the moment it is imported.
 Either way, ``espnet2.tasks.asr.frontend_choices`` holds every projector
 frontend whenever anyone can look at it.
 """
@@ -60,10 +59,7 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module):
-        from espnet_llm_asr._compat import guarded_espnet_import
-
-        with guarded_espnet_import(_TARGET):
-            self._inner.exec_module(module)
+        self._inner.exec_module(module)
         _remove_hook()
         _register_into(module)
 

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Shared stage script for LLM-based ASR recipes (espnet_llm_asr), in the
+# manner of ESPnet's asr.sh.  A recipe's run.sh sets options and calls it:
+#
+#   ./llm_asr.sh --stage 1 --stop_stage 13 --asr_config conf/train_smear_moe.yaml ...
+#
+# Stages (asr.sh numbering where it fits):
+#   1  data preparation (local/data.sh)           8  LLM dev perplexity
+#   2  speed perturbation (optional)               9  frozen encoder feature dumping
+#   3  audio to 16 kHz mono under dump/raw         10 shape statistics (+ untokenizable filter)
+#   4  filtering (length, empty text) + report     11 training
+#   5  tokenizer and tiny models (embedded default) 12 batched decoding in --inference_nj jobs
+#   6  LLM text statistics                         13 sclite scoring (WER, CER), RESULTS.md, plots
+#   7  pretraining of the tiny LLM (skipped for a real LLM)
+#
+# Every stage logs to a file under its output dir, says what it did, and skips
+# work whose inputs have not changed (a signature in a .done file); pass
+# --redo true to force the selected stages.
+set -euo pipefail
+
+log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*"; }
+die() { log "ERROR: $*" >&2; exit 1; }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+
+# ------------------------------------------------------------------ options
+stage=1                 # first stage to run
+stop_stage=13           # last stage to run
+nj=2                    # parallel jobs for data and dumping stages
+inference_nj=2          # parallel decoding jobs
+ngpu=0                  # GPUs for training/decoding (0: CPU)
+redo=false              # re-run selected stages even when done
+dumpdir=dump            # dumped data
+expdir=exp              # experiments
+
+# data
+local_data_opts=""      # options passed to local/data.sh
+train_set=train
+valid_set=dev
+test_sets="test"
+lang_list=data/lang_list  # one language code a line (written by local/data.sh)
+speed_perturb_factors=""  # e.g. "0.9 1.0 1.1"
+min_wav_duration=0.1      # seconds
+max_wav_duration=60       # seconds (audio over 30 s is encoded in windows)
+fix_data=false            # drop bad utterances (with a report) instead of stopping
+
+# models: "tiny" builds the embedded default models in stage 5
+encoder=tiny            # HF Whisper dir/name, or tiny
+llm=tiny                # HF causal LM dir/name, or tiny
+tiny_config=conf/tiny_models.yaml
+dump_feats=true         # dump frozen encoder features (stage 9) and train on them
+encoder_conf="{pad_to_30s: false}"
+
+# training / decoding
+asr_config=conf/train_smear_moe.yaml
+asr_tag=""              # experiment name suffix (default: config name)
+asr_args=""             # extra options for the train binary
+inference_config=conf/decode.yaml
+inference_tag=""
+inference_model=valid.acc.ave.pth
+inference_args=""
+batch_size=8            # decoding batch size
+
+help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')"
+. utils/parse_options.sh
+[ $# -eq 0 ] || die "unexpected arguments: $*"
+
+[ -f path.sh ] && . ./path.sh
+[ -f cmd.sh ] && . ./cmd.sh
+: "${train_cmd:=utils/run_jobs.sh}" "${decode_cmd:=utils/run_jobs.sh}"
+
+python=python3
+command -v python >/dev/null && python=python
+
+done_sig() {  # done_sig <dir> <stage> <signature...>: 0 if the stage ran with this signature
+    local dir=$1 st=$2; shift 2
+    [ "${redo}" = true ] && return 1
+    [ -f "${dir}/.done.stage${st}" ] && [ "$(cat "${dir}/.done.stage${st}")" = "$*" ]
+}
+mark_done() { local dir=$1 st=$2; shift 2; mkdir -p "${dir}"; echo "$*" > "${dir}/.done.stage${st}"; }
+sig_of() { for f in "$@"; do if [ -e "$f" ]; then find "$f" -type f \( -name '*.done*' -prune -o -print \) 2>/dev/null | sort | xargs -r stat -c '%n %s %Y' | md5sum | cut -c1-12; else echo none; fi; done | tr '\n' ' '; }
+
+all_sets="${train_set} ${valid_set} ${test_sets}"
+data_train_set="${train_set}"
+if [ -n "${speed_perturb_factors}" ]; then data_train_set="${train_set}_sp"; fi
+dump_sets="${data_train_set} ${valid_set} ${test_sets}"
+
+[ -n "${asr_tag}" ] || asr_tag="$(basename "${asr_config}" .yaml)"
+asr_exp="${expdir}/asr_${asr_tag}"
+[ -n "${inference_tag}" ] || inference_tag="decode_$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pth)"
+tiny_dir="${expdir}/tiny_models"
+[ "${encoder}" = tiny ] && encoder_path="${tiny_dir}/whisper" || encoder_path="${encoder}"
+[ "${llm}" = tiny ] && llm_path="${tiny_dir}/llm" || llm_path="${llm}"
+
+log "$0 $*"
+log "stages ${stage}..${stop_stage}; experiment: ${asr_exp}; encoder: ${encoder_path}; llm: ${llm_path}"
+
+# ------------------------------------------------------------------ stage 1
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+    local/data.sh ${local_data_opts}
+    for s in ${all_sets}; do
+        [ -f "data/${s}/wav.scp" ] && [ -f "data/${s}/text" ] || die "local/data.sh did not produce data/${s}/{wav.scp,text}"
+    done
+fi
+
+# ------------------------------------------------------------------ stage 2
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    if [ -n "${speed_perturb_factors}" ]; then
+        sig="$(sig_of "data/${train_set}") ${speed_perturb_factors}"
+        if done_sig "data/${data_train_set}" 2 "${sig}"; then
+            log "Stage 2: data/${data_train_set} is up to date, skipped"
+        else
+            log "Stage 2: speed perturbation ${speed_perturb_factors} -> data/${data_train_set}"
+            ${python} -m espnet_llm_asr.bin.datadir speed_perturb --src "data/${train_set}" \
+                --dst "data/${data_train_set}" --factors "${speed_perturb_factors}" --nj "${nj}"
+            mark_done "data/${data_train_set}" 2 "${sig}"
+        fi
+    else
+        log "Stage 2: no speed perturbation (--speed_perturb_factors is empty), skipped"
+    fi
+fi
+
+# ------------------------------------------------------------------ stage 3
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    for s in ${dump_sets}; do
+        out="${dumpdir}/raw/${s}"
+        sig="$(sig_of "data/${s}") fix=${fix_data}"
+        if done_sig "${out}" 3 "${sig}"; then log "Stage 3: ${out} is up to date, skipped"; continue; fi
+        log "Stage 3: formatting data/${s} -> ${out} (16 kHz mono PCM, validated)"
+        mkdir -p "${out}/logs"
+        ${python} -m espnet_llm_asr.bin.datadir format --src "data/${s}" --dst "${out}" --nj "${nj}" \
+            --fix_data "${fix_data}" 2>&1 | tee "${out}/logs/format.log"
+        mark_done "${out}" 3 "${sig}"
+    done
+fi
+
+# ------------------------------------------------------------------ stage 4
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    for s in ${dump_sets}; do
+        out="${dumpdir}/raw/${s}"
+        sig="$(sig_of "${out}/wav.scp" "${out}/text") ${min_wav_duration} ${max_wav_duration}"
+        if done_sig "${out}" 4 "${sig}"; then log "Stage 4: ${out} filtering is up to date, skipped"; continue; fi
+        log "Stage 4: filtering ${out} (duration ${min_wav_duration}-${max_wav_duration} s, empty text)"
+        ${python} -m espnet_llm_asr.bin.datadir filter --dir "${out}" \
+            --min_duration "${min_wav_duration}" --max_duration "${max_wav_duration}" 2>&1 | tee "${out}/logs/filter.log"
+        mark_done "${out}" 4 "$(sig_of "${out}/wav.scp" "${out}/text") ${min_wav_duration} ${max_wav_duration}"
+    done
+fi
+
+# ------------------------------------------------------------------ stage 5
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    if [ "${llm}" = tiny ] || [ "${encoder}" = tiny ]; then
+        sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text" "${dumpdir}/raw/${data_train_set}/wav.scp" "${tiny_config}")"
+        if done_sig "${tiny_dir}" 5 "${sig}"; then
+            log "Stage 5: tiny models in ${tiny_dir} are up to date, skipped"
+        else
+            log "Stage 5: building the tokenizer and tiny HF models in ${tiny_dir}, pretraining the encoder (CTC)"
+            mkdir -p "${tiny_dir}/logs"
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_models.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" \
+                --out_dir "${tiny_dir}" --train_text "${dumpdir}/raw/${data_train_set}/text"
+            if [ "${encoder}" = tiny ]; then
+                log "Stage 5: pretraining the tiny encoder with a CTC head (log: ${tiny_dir}/logs/pretrain_encoder.log)"
+                ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
+                    ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
+                    --model_dir "${tiny_dir}/whisper" --data_dir "${dumpdir}/raw/${data_train_set}"
+            fi
+            mark_done "${tiny_dir}" 5 "${sig}"
+        fi
+    else
+        log "Stage 5: real checkpoints (${encoder_path}, ${llm_path}): the LLM's own tokenizer is used, nothing to build"
+    fi
+fi
+
+# ------------------------------------------------------------------ stage 6
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    out="${expdir}/llm_stats"
+    log "Stage 6: LLM text statistics -> ${out}/stats.txt"
+    mkdir -p "${out}"
+    ${python} -m espnet_llm_asr.bin.llm_text_stats stats --llm "${llm_path}" \
+        --text "${dumpdir}/raw/${data_train_set}/text" --utt2lang "${dumpdir}/raw/${data_train_set}/utt2lang" \
+        --out "${out}/stats.txt"
+fi
+
+# ------------------------------------------------------------------ stage 7
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    if [ "${llm}" = tiny ]; then
+        sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text" "${tiny_config}") $(cat "${tiny_dir}/.done.stage5" 2>/dev/null || true)"
+        if done_sig "${tiny_dir}" 7 "${sig}"; then
+            log "Stage 7: tiny LLM already pretrained, skipped"
+        else
+            log "Stage 7: pretraining the tiny LLM on the training text (log: ${tiny_dir}/logs/pretrain_llm.log)"
+            ${train_cmd} "${tiny_dir}/logs/pretrain_llm.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models llm --config "${tiny_config}" \
+                --model_dir "${llm_path}" --text "${dumpdir}/raw/${data_train_set}/text"
+            mark_done "${tiny_dir}" 7 "${sig}"
+        fi
+    else
+        log "Stage 7: real LLM (${llm_path}): no LM pretraining, skipped"
+    fi
+fi
+
+# ------------------------------------------------------------------ stage 8
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    out="${expdir}/llm_stats"
+    log "Stage 8: LLM perplexity on ${valid_set} -> ${out}/perplexity_${valid_set}.txt"
+    mkdir -p "${out}"
+    ${python} -m espnet_llm_asr.bin.llm_text_stats perplexity --llm "${llm_path}" \
+        --text "${dumpdir}/raw/${valid_set}/text" --utt2lang "${dumpdir}/raw/${valid_set}/utt2lang" \
+        --out "${out}/perplexity_${valid_set}.txt"
+    cat "${out}/perplexity_${valid_set}.txt"
+fi
+
+# ------------------------------------------------------------------ stage 9
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+    if [ "${dump_feats}" = true ]; then
+        for s in ${dump_sets}; do
+            out="${dumpdir}/feats/${s}"
+            sig="$(sig_of "${dumpdir}/raw/${s}/wav.scp" "${encoder_path}") ${encoder_conf}"
+            if done_sig "${out}" 9 "${sig}"; then log "Stage 9: ${out} is up to date, skipped"; continue; fi
+            log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs)"
+            rm -rf "${out}"; mkdir -p "${out}/logs"
+            ${train_cmd} JOB=1:${nj} "${out}/logs/dump.JOB.log" \
+                ${python} -m espnet_llm_asr.bin.dump_encoder_feats --encoder "${encoder_path}" \
+                --encoder_conf "${encoder_conf}" --data_dir "${dumpdir}/raw/${s}" --out_dir "${out}" \
+                --nj "${nj}" --job_id JOB
+            ${python} -m espnet_llm_asr.bin.dump_encoder_feats --data_dir "${dumpdir}/raw/${s}" \
+                --out_dir "${out}" --nj "${nj}" --merge_only
+            mark_done "${out}" 9 "${sig}"
+        done
+    else
+        log "Stage 9: --dump_feats false: the encoder runs on the fly during training, skipped"
+    fi
+fi
+
+# speech input of training and decoding
+speech_of() {  # speech_of <set> -> "path,speech,type"
+    if [ "${dump_feats}" = true ]; then echo "${dumpdir}/feats/$1/feats.scp,speech,kaldi_ark"
+    else echo "${dumpdir}/raw/$1/wav.scp,speech,sound"; fi
+}
+stats_dir="${expdir}/asr_stats_$(basename "${llm_path}")_$([ "${dump_feats}" = true ] && echo feats || echo raw)"
+
+# ------------------------------------------------------------------ stage 10
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+    for s in ${data_train_set} ${valid_set}; do
+        out="${stats_dir}/${s}"
+        feats_shape=""
+        [ "${dump_feats}" = true ] && feats_shape="${dumpdir}/feats/${s}/feats_shape"
+        sig="$(sig_of "${dumpdir}/raw/${s}" ${feats_shape} "${llm_path}/tokenizer_config.json")"
+        if done_sig "${out}" 10 "${sig}"; then log "Stage 10: ${out} is up to date, skipped"; continue; fi
+        log "Stage 10: shape statistics of ${s} -> ${out}/{speech_shape,text_shape}"
+        ${python} -m espnet_llm_asr.bin.datadir shapes --dir "${dumpdir}/raw/${s}" --out_dir "${out}" \
+            --llm "${llm_path}" ${feats_shape:+--feats_shape "${feats_shape}"}
+        mark_done "${out}" 10 "${sig}"
+    done
+fi
+
+# ------------------------------------------------------------------ stage 11
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+    [ -f "${asr_config}" ] || die "--asr_config ${asr_config} does not exist"
+    log "Stage 11: training ${asr_exp} (config ${asr_config}; log ${asr_exp}/train.log)"
+    mkdir -p "${asr_exp}"
+    train_args=()
+    for s in train valid; do
+        [ "${s}" = train ] && set_="${data_train_set}" || set_="${valid_set}"
+        train_args+=(--${s}_data_path_and_name_and_type "$(speech_of "${set_}")"
+                     --${s}_data_path_and_name_and_type "${dumpdir}/raw/${set_}/text,text,text"
+                     --${s}_shape_file "${stats_dir}/${set_}/speech_shape")
+        if [ -f "${dumpdir}/raw/${set_}/utt2lang" ]; then
+            train_args+=(--${s}_data_path_and_name_and_type "${dumpdir}/raw/${set_}/utt2lang,lang,text")
+        fi
+    done
+    # the encoder is named even when training on dumped features: it is loaded
+    # only for waveform input, so the trained model can transcribe wav files
+    frontend_args=(--frontend_conf "encoder=${encoder_path}" --frontend_conf "encoder_conf=${encoder_conf}")
+    resume=true
+    [ "${redo}" = true ] && resume=false
+    # shellcheck disable=SC2086
+    ${train_cmd} "${asr_exp}/train.log" \
+        ${python} -m espnet_llm_asr.bin.llm_asr_train --config "${asr_config}" --output_dir "${asr_exp}" \
+        --ngpu "${ngpu}" --resume "${resume}" --llm "${llm_path}" --lang_list "${lang_list}" \
+        "${frontend_args[@]}" "${train_args[@]}" ${asr_args}
+    log "Stage 11: done; checkpoints in ${asr_exp}"
+fi
+
+# ------------------------------------------------------------------ stage 12
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
+    [ -f "${asr_exp}/${inference_model}" ] || die "${asr_exp}/${inference_model} not found: train first (stage 11)"
+    for s in ${test_sets}; do
+        dir="${asr_exp}/${inference_tag}/${s}"
+        sig="$(sig_of "${asr_exp}/${inference_model}" "${inference_config}" "${dumpdir}/raw/${s}/wav.scp") ${inference_args}"
+        if done_sig "${dir}" 12 "${sig}"; then log "Stage 12: ${dir} is up to date, skipped"; continue; fi
+        log "Stage 12: decoding ${s} -> ${dir} (${inference_nj} jobs)"
+        mkdir -p "${dir}/logs"
+        key_file="${dumpdir}/raw/${s}/wav.scp"
+        _nj=$(min "${inference_nj}" "$(wc -l < "${key_file}")")
+        ${python} -m espnet_llm_asr.bin.datadir split_keys --key_file "${key_file}" --nj "${_nj}" --out_dir "${dir}/keys"
+        speech="$(speech_of "${s}")"
+        lang_arg=()
+        [ -f "${dumpdir}/raw/${s}/utt2lang" ] && lang_arg=(--data_path_and_name_and_type "${dumpdir}/raw/${s}/utt2lang,lang,text")
+        # shellcheck disable=SC2086
+        ${decode_cmd} JOB=1:${_nj} "${dir}/logs/decode.JOB.log" \
+            ${python} -m espnet_llm_asr.bin.llm_asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
+            --config "${inference_config}" \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
+            --data_path_and_name_and_type "${speech}" "${lang_arg[@]}" \
+            --key_file "${dir}/keys/keys.JOB" --output_dir "${dir}/output.JOB" ${inference_args}
+        for f in text token score gates cif_count; do
+            if [ -f "${dir}/output.1/1best_recog/${f}" ]; then
+                for j in $(seq "${_nj}"); do cat "${dir}/output.${j}/1best_recog/${f}"; done | LC_ALL=C sort > "${dir}/${f}.tmp"
+                mv "${dir}/${f}.tmp" "${dir}/${f}"
+            fi
+        done
+        mark_done "${dir}" 12 "${sig}"
+    done
+fi
+
+# ------------------------------------------------------------------ stage 13
+if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
+    for s in ${test_sets}; do
+        dir="${asr_exp}/${inference_tag}/${s}"
+        [ -f "${dir}/text" ] || die "${dir}/text not found: decode first (stage 12)"
+        log "Stage 13: scoring ${dir} with sclite (WER and CER, per language)"
+        ${python} -m espnet_llm_asr.bin.score --ref_dir "${dumpdir}/raw/${s}" --hyp_dir "${dir}"
+    done
+    log "Stage 13: writing RESULTS.md"
+    ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out RESULTS.md
+    log "Stage 13: done; see RESULTS.md"
+fi
+
+log "Successfully finished stages ${stage}..${stop_stage}"

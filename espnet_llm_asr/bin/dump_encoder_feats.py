@@ -1,0 +1,136 @@
+"""Run the frozen speech encoder once over a Kaldi data dir and dump its outputs.
+
+    python -m espnet_llm_asr.bin.dump_encoder_feats --encoder exp/tiny_models/whisper \\
+        --data_dir dump/raw/train --out_dir dump/feats/train --nj 4 [--job_id 2]
+
+Writes ``out_dir/feats.scp`` (kaldiio ark/scp of (T, D) float32 features,
+trimmed to each utterance's real frame count) and ``out_dir/feats_shape``
+(``uttid T,D``).  Work is split into ``--nj`` shards under
+``out_dir/split<nj>/``; with ``--job_id J`` only shard J is encoded (the
+recipe runs shards in parallel, then ``--merge_only``), without it all
+shards run in turn and are merged.  A finished shard is never redone (its
+``.done`` marker is written last), and every file is written under a
+temporary name and renamed, so an interrupted dump resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+import yaml
+
+from espnet_llm_asr.data_io import read_wav_scp, load_mono_16k
+from espnet_llm_asr.utils import atomic_write_text
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", required=False, help="HF Whisper dir or name")
+    p.add_argument("--encoder_conf", type=yaml.safe_load, default={},
+                   help="YAML dict of WhisperEncoder kwargs, e.g. '{pad_to_30s: false}'")
+    p.add_argument("--data_dir", required=True, help="Kaldi data dir with wav.scp")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--job_id", type=int, default=None, help="1-based shard to encode (default: all)")
+    p.add_argument("--merge_only", action="store_true", help="only merge finished shards")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log_level", default="INFO")
+    return p
+
+
+def shard(keys: List[str], nj: int, job_id: int) -> List[str]:
+    """Contiguous shard ``job_id`` (1-based) of ``nj`` over the sorted keys."""
+    if not 1 <= job_id <= nj:
+        raise ValueError(f"--job_id {job_id} outside 1..{nj}")
+    bounds = np.linspace(0, len(keys), nj + 1).round().astype(int)
+    return keys[bounds[job_id - 1]: bounds[job_id]]
+
+
+def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path, job_id: int,
+                 batch_size: int, device: str) -> None:
+    import kaldiio
+
+    done = split_dir / f"feats.{job_id}.done"
+    if done.exists():
+        logging.info(f"shard {job_id}: already done, skipped")
+        return
+    ark = split_dir / f"feats.{job_id}.ark"
+    tmp_ark = split_dir / f".feats.{job_id}.ark.tmp"
+    scp_lines, shape_lines = [], []
+    start = time.perf_counter()
+    with open(tmp_ark, "wb") as f:
+        for b in range(0, len(keys), batch_size):
+            batch_keys = keys[b: b + batch_size]
+            waves = [load_mono_16k(wavs[k], k) for k in batch_keys]
+            lengths = torch.tensor([len(w) for w in waves])
+            speech = torch.zeros(len(waves), int(lengths.max()))
+            for i, w in enumerate(waves):
+                speech[i, : len(w)] = torch.from_numpy(w)
+            with torch.no_grad():
+                feats, feats_lengths = encoder(speech.to(device), lengths.to(device))
+            for i, key in enumerate(batch_keys):
+                mat = feats[i, : int(feats_lengths[i])].float().cpu().numpy()
+                # an ark entry is "<key> <binary matrix>"; the scp points at the matrix
+                offset = f.tell() + len(key.encode("utf-8")) + 1
+                kaldiio.save_ark(f, {key: mat})
+                scp_lines.append(f"{key} {ark.resolve()}:{offset}")
+                shape_lines.append(f"{key} {mat.shape[0]},{mat.shape[1]}")
+            logging.info(f"shard {job_id}: {min(b + batch_size, len(keys))}/{len(keys)} utterances")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_ark, ark)
+    atomic_write_text(split_dir / f"feats.{job_id}.scp", "".join(ln + "\n" for ln in scp_lines))
+    atomic_write_text(split_dir / f"feats_shape.{job_id}", "".join(ln + "\n" for ln in shape_lines))
+    atomic_write_text(done, f"{len(keys)}\n")
+    logging.info(f"shard {job_id}: {len(keys)} utterances in {time.perf_counter() - start:.1f} s")
+
+
+def merge(out_dir: Path, nj: int) -> None:
+    split_dir = out_dir / f"split{nj}"
+    missing = [j for j in range(1, nj + 1) if not (split_dir / f"feats.{j}.done").exists()]
+    if missing:
+        raise RuntimeError(f"{split_dir}: shards {missing} are not finished; re-run them")
+    for name in ("feats.scp", "feats_shape"):
+        stem, _, ext = name.partition(".")
+        parts = [split_dir / (f"{stem}.{j}.{ext}" if ext else f"{stem}.{j}") for j in range(1, nj + 1)]
+        lines = sorted(ln for p in parts for ln in p.read_text(encoding="utf-8").splitlines() if ln)
+        atomic_write_text(out_dir / name, "".join(ln + "\n" for ln in lines))
+    logging.info(f"merged {nj} shards into {out_dir}/feats.scp")
+
+
+def main(cmd=None) -> None:
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    out_dir = Path(args.out_dir)
+    split_dir = out_dir / f"split{args.nj}"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    if not args.merge_only:
+        if args.encoder is None:
+            raise SystemExit("--encoder is required unless --merge_only")
+        from espnet_llm_asr.encoder import WhisperEncoder
+
+        wavs = read_wav_scp(Path(args.data_dir) / "wav.scp")
+        keys = sorted(wavs)
+        jobs = [args.job_id] if args.job_id is not None else list(range(1, args.nj + 1))
+        todo = [j for j in jobs if not (split_dir / f"feats.{j}.done").exists()]
+        if todo:
+            encoder = WhisperEncoder(args.encoder, **args.encoder_conf).to(args.device)
+            for j in todo:
+                encode_shard(encoder, wavs, shard(keys, args.nj, j), split_dir, j, args.batch_size, args.device)
+        else:
+            logging.info(f"{out_dir}: shards {jobs} already done")
+        if args.job_id is not None:
+            return
+    merge(out_dir, args.nj)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,169 @@
+"""Python API for transcription, in the manner of ESPnet's ``Speech2Text``.
+
+    from espnet_llm_asr.inference import Speech2Text
+    s2t = Speech2Text("exp/asr_smear_moe")          # or config=..., model_file=...
+    print(s2t("utt.wav").text)                       # .gates for MoEs, .cif_count for CIF
+
+``Speech2Text.batch`` decodes many utterances at once (left-padded, KV-cached
+generation) and gives the same hypotheses as one-by-one decoding.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import yaml
+
+from espnet_llm_asr.data_io import load_mono_16k
+# checkpoint names tried in this order inside an experiment dir
+MODEL_FILE_CANDIDATES = (
+    "valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth", "latest.pth", "checkpoint.pth",
+)
+
+
+@dataclass
+class Hypothesis:
+    """One utterance's result: ``text``, LLM ``tokens`` (ids), ``score``,
+    ``gates`` ((E,) utterance expert weights, MoEs only) and ``cif_count``
+    (number of CIF-fired vectors, CIF projectors only)."""
+
+    text: str
+    tokens: List[int]
+    score: float
+    gates: Optional[List[float]] = None
+    cif_count: Optional[int] = None
+
+
+def find_model_file(exp_dir: Union[str, Path]) -> Path:
+    exp_dir = Path(exp_dir)
+    for name in MODEL_FILE_CANDIDATES:
+        if (exp_dir / name).exists():
+            return exp_dir / name
+    raise FileNotFoundError(
+        f"{exp_dir}: no checkpoint found (looked for {', '.join(MODEL_FILE_CANDIDATES)})"
+    )
+
+
+def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str, Path]], device: str = "cpu"):
+    """Rebuild the model from ``config.yaml`` (frozen parts from their HF dirs) and
+    load the trainable-only checkpoint with ``torch.load(weights_only=True)``."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.task import LLMASRTask
+
+    config = Path(config)
+    if not config.exists():
+        raise FileNotFoundError(f"config file {config} does not exist")
+    with config.open(encoding="utf-8") as f:
+        args = argparse.Namespace(**yaml.safe_load(f))
+    model = LLMASRTask.build_model(args)
+    if model_file is not None:
+        states = torch.load(model_file, map_location="cpu", weights_only=True)
+        if "model" in states and isinstance(states["model"], dict):  # a resume checkpoint.pth
+            states = states["model"]
+        model.load_state_dict(states, strict=True)
+    model.to(device).eval()
+    return model, args
+
+
+class Speech2Text:
+    """Transcribe waveforms or audio files with a trained LLM-ASR model.
+
+    Args:
+        exp_dir: experiment dir holding ``config.yaml`` and checkpoints.
+        config, model_file: explicit files instead of (or inside) ``exp_dir``.
+        device: ``cpu`` / ``cuda``.
+        num_beams, max_new_tokens, max_tokens_per_second, repetition_penalty,
+        no_repeat_ngram_size, length_penalty: decoding options (see
+            :meth:`LLMASRModel.generate`).
+    """
+
+    def __init__(
+        self,
+        exp_dir: Optional[Union[str, Path]] = None,
+        config: Optional[Union[str, Path]] = None,
+        model_file: Optional[Union[str, Path]] = None,
+        device: str = "cpu",
+        num_beams: int = 1,
+        max_new_tokens: int = 200,
+        max_tokens_per_second: Optional[float] = None,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        length_penalty: float = 1.0,
+        num_beam_groups: int = 1,
+        diversity_penalty: float = 0.0,
+    ):
+        if num_beam_groups > 1 or diversity_penalty:
+            raise ValueError(
+                "diverse (group) beam search is not available offline: transformers moved it "
+                "to a hub download; use num_beams with repetition/length penalties instead"
+            )
+        if exp_dir is None and config is None:
+            raise ValueError("give exp_dir or config (+ model_file)")
+        if config is None:
+            config = Path(exp_dir) / "config.yaml"
+        if model_file is None and exp_dir is not None:
+            model_file = find_model_file(exp_dir)
+        self.model, self.args = load_trained_model(config, model_file, device)
+        self.device = device
+        self.lang_list = self.model.lang_list
+        self.decode_conf = dict(
+            num_beams=num_beams, max_new_tokens=max_new_tokens,
+            max_tokens_per_second=max_tokens_per_second, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
+        )
+
+    # ------------------------------------------------------------------ io
+    @staticmethod
+    def _load(speech: Union[np.ndarray, torch.Tensor, str, Path]) -> np.ndarray:
+        if isinstance(speech, (str, Path)):
+            return load_mono_16k(str(speech), Path(speech).stem)
+        if isinstance(speech, torch.Tensor):
+            speech = speech.detach().cpu().numpy()
+        return np.asarray(speech, dtype=np.float32)
+
+    def _lang_tensor(self, langs: Optional[Sequence[Optional[str]]], n: int) -> Optional[torch.Tensor]:
+        if langs is None or all(lang is None for lang in langs):
+            if self.model.projector.needs_lang_ids:
+                raise ValueError("this projector needs the language of each utterance: pass lang=")
+            return None
+        ids = []
+        for lang in langs:
+            if lang not in self.lang_list:
+                raise ValueError(f"language {lang!r} not in the model's lang_list {self.lang_list}")
+            ids.append(self.lang_list.index(lang))
+        return torch.tensor(ids, device=self.device).view(n, 1)
+
+    # ------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def batch(
+        self,
+        speeches: Sequence[Union[np.ndarray, torch.Tensor, str, Path]],
+        langs: Optional[Sequence[Optional[str]]] = None,
+    ) -> List[Hypothesis]:
+        """Decode a list of waveforms (16 kHz), paths, or (T, D) dumped features."""
+        arrays = [self._load(s) for s in speeches]
+        lengths = torch.tensor([a.shape[0] for a in arrays], device=self.device)
+        shape = (len(arrays), int(lengths.max())) + arrays[0].shape[1:]
+        batch = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        for i, a in enumerate(arrays):
+            batch[i, : a.shape[0]] = torch.from_numpy(a)
+        lang = self._lang_tensor(langs, len(arrays))
+        hyps, scores, proj = self.model.generate(batch, lengths, lang, **self.decode_conf)
+        results = []
+        for i, (ids, score) in enumerate(zip(hyps, scores)):
+            results.append(Hypothesis(
+                text=self.model.llm.decode(ids),
+                tokens=ids,
+                score=score,
+                gates=proj.gates[i].tolist() if proj.gates is not None else None,
+                cif_count=int(proj.lengths[i]) if proj.alphas is not None else None,
+            ))
+        return results
+
+    def __call__(self, speech, lang: Optional[str] = None) -> Hypothesis:
+        """Decode one waveform / path / feature matrix."""
+        return self.batch([speech], [lang] if lang is not None else None)[0]

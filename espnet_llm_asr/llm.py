@@ -1,0 +1,236 @@
+"""The LLM decoder: a Hugging Face causal LM with its own tokenizer.
+
+The LLM is loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a
+local directory or a hub name (never downloaded: run with
+``HF_HUB_OFFLINE=1``), frozen by default, optionally with LoRA adapters
+(peft).  Its own tokenizer is used as is: no embedding resize, no ESPnet
+token list.
+
+The prompt is a template with a ``{speech}`` placeholder where the projected
+audio embeddings go; the default follows the SMEAR-MoE authors::
+
+    {speech}USER: Transcribe speech to text.{lang_instruction}\\n ASSISTANT:
+
+``{lang_instruction}`` is filled per utterance from ``lang_instruction``
+(e.g. ``" The speech is in {lang_name}."``) when language ids are known, and
+is empty otherwise.  With ``use_chat_template: true`` the user turn
+``"{speech}" + instruction`` is rendered through the tokenizer's chat
+template instead.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from espnet_llm_asr.torch_utils import apply_keeping_dtype
+
+DEFAULT_PROMPT = "{speech}USER: Transcribe speech to text.{lang_instruction}\n ASSISTANT:"
+DEFAULT_INSTRUCTION = "Transcribe speech to text.{lang_instruction}"
+SPEECH_PLACEHOLDER = "{speech}"
+
+# Human-readable names for the per-language instruction.
+LANGUAGE_NAMES = {
+    "hi": "Hindi", "mr": "Marathi", "ta": "Tamil", "te": "Telugu", "bn": "Bengali",
+    "gu": "Gujarati", "kn": "Kannada", "ml": "Malayalam", "pa": "Punjabi",
+    "ur": "Urdu", "or": "Odia", "as": "Assamese", "ne": "Nepali", "en": "English",
+}
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16``; a clear error for anything else."""
+    if name not in _DTYPES:
+        raise ValueError(f"llm_conf.dtype: unknown dtype {name!r}; choose one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def check_model_path(name_or_path: str, key: str) -> None:
+    """Fail early, naming ``key``, when a local-looking path does not exist.
+
+    A value that starts with ``/``, ``.`` or ``~`` or has more than one ``/``
+    is a local directory; ``org/name`` may be a hub name (usable offline only
+    when it is in the local Hugging Face cache).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(f"{key}: checkpoint directory {name_or_path!r} does not exist")
+
+
+class CausalLLM(torch.nn.Module):
+    """A (frozen) Hugging Face causal LM used as the ASR decoder.
+
+    Args:
+        model_name_or_path: local dir or hub name of the causal LM.
+        dtype: ``float32`` | ``bfloat16`` | ``float16`` for the LLM weights.
+        freeze: keep the LLM weights frozen (LoRA weights, if any, still train).
+        lora_conf: dict for ``peft.LoraConfig`` (e.g. ``{r: 16, lora_alpha: 32,
+            target_modules: [q_proj, v_proj]}``); needs the ``lora`` extra.
+        trust_remote_code: passed to ``from_pretrained``; off unless asked.
+        prompt_template: prompt with ``{speech}`` and optional ``{lang_instruction}``.
+        use_chat_template: render the prompt with the tokenizer's chat template.
+        lang_instruction: per-language sentence, ``{lang_name}``/``{lang}`` filled in.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        dtype: str = "float32",
+        freeze: bool = True,
+        lora_conf: Optional[Dict] = None,
+        trust_remote_code: bool = False,
+        prompt_template: str = DEFAULT_PROMPT,
+        use_chat_template: bool = False,
+        lang_instruction: Optional[str] = None,
+        attn_implementation: Optional[str] = None,
+    ):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_model_path(model_name_or_path, "llm")
+        self.model_name_or_path = model_name_or_path
+        kwargs = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype))
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+        except ValueError as e:
+            if "trust_remote_code" in str(e) and not trust_remote_code:
+                raise ValueError(
+                    f"llm: {model_name_or_path!r} needs custom code; set "
+                    "llm_conf.trust_remote_code: true if you trust it"
+                ) from e
+            raise
+        vocab = model.get_input_embeddings().num_embeddings
+        if len(self.tokenizer) > vocab:
+            raise ValueError(
+                f"llm: tokenizer of {model_name_or_path!r} has {len(self.tokenizer)} tokens "
+                f"but the model's embedding table has {vocab}: tokenizer and LLM do not match"
+            )
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"llm: tokenizer of {model_name_or_path!r} defines no EOS token")
+        self.freeze = freeze
+        if freeze:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        if lora_conf:
+            model = self._add_lora(model, lora_conf)
+        self.model = model
+        if SPEECH_PLACEHOLDER not in prompt_template and not use_chat_template:
+            raise ValueError(f"llm_conf.prompt_template must contain {SPEECH_PLACEHOLDER}: {prompt_template!r}")
+        self.prompt_template = prompt_template
+        self.use_chat_template = use_chat_template
+        self.lang_instruction = lang_instruction
+        self.pinned_dtype = dtype != "float32"
+        self._prompt_cache: Dict[Optional[str], Tuple[List[int], List[int]]] = {}
+
+    @staticmethod
+    def _add_lora(model, lora_conf: Dict):
+        try:
+            import peft
+        except ImportError as e:
+            raise ImportError("llm_conf.lora_conf needs peft: pip install -e .[lora]") from e
+        conf = dict(lora_conf)
+        conf.setdefault("task_type", "CAUSAL_LM")
+        model = peft.get_peft_model(model, peft.LoraConfig(**conf))
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logging.info("LoRA on the LLM: %d trainable parameters", n)
+        return model
+
+    # ------------------------------------------------------------------ info
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.eos_token_id if pad is None else pad
+
+    def train(self, mode: bool = True):
+        """A frozen LLM stays in eval mode (no dropout), whatever the parent does."""
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+            if mode:  # LoRA layers still follow the requested mode
+                for name, module in self.model.named_modules():
+                    if "lora_" in name:
+                        module.train(mode)
+        return self
+
+    def _apply(self, fn, recurse=True):
+        """bf16/fp16 LLM weights keep their dtype when the trainer casts the model."""
+        if self.pinned_dtype:
+            return apply_keeping_dtype(self, fn, recurse)
+        return super()._apply(fn, recurse)
+
+    # ---------------------------------------------------------------- prompt
+    def prompt_ids(self, lang: Optional[str] = None) -> Tuple[List[int], List[int]]:
+        """Token ids of the prompt text before and after the speech embeddings.
+
+        Returns ``(prefix_ids, suffix_ids)``; the prefix includes the
+        tokenizer's BOS token if it adds one.
+        """
+        if lang in self._prompt_cache:
+            return self._prompt_cache[lang]
+        instruction = ""
+        if self.lang_instruction and lang is not None:
+            instruction = self.lang_instruction.format(
+                lang=lang, lang_name=LANGUAGE_NAMES.get(lang, lang)
+            )
+        if self.use_chat_template:
+            user = SPEECH_PLACEHOLDER + DEFAULT_INSTRUCTION.format(lang_instruction=instruction)
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+            )
+            add_special = False  # the chat template writes BOS itself
+        else:
+            text = self.prompt_template.replace("{lang_instruction}", instruction)
+            add_special = True
+        prefix, suffix = text.split(SPEECH_PLACEHOLDER, 1)
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=add_special)["input_ids"]
+        if add_special and prefix == "" and self.tokenizer.bos_token_id is not None:
+            prefix_ids = [self.tokenizer.bos_token_id]
+        suffix_ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        # some tokenizers append EOS when add_special_tokens=True: never in a prompt
+        while prefix_ids and prefix_ids[-1] == self.eos_token_id:
+            prefix_ids = prefix_ids[:-1]
+        self._prompt_cache[lang] = (list(prefix_ids), list(suffix_ids))
+        return self._prompt_cache[lang]
+
+    def tokenize(self, text: str) -> List[int]:
+        """Transcript -> token ids (no special tokens)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+    # ---------------------------------------------------------------- compute
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(..., L) long -> (..., L, hidden_size) in the LLM's dtype."""
+        return self.model.get_input_embeddings()(ids)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def forward(self, inputs_embeds, attention_mask, position_ids=None):
+        """(B, L, D) embeddings -> (B, L, V) logits."""
+        return self.model(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).logits

@@ -1,0 +1,320 @@
+"""The LLM-ASR model: frontend (frozen encoder + projector) -> frozen causal LLM.
+
+Training input of one utterance (``P``: prompt text before the speech,
+``S``: prompt text after it, ``y``: transcript tokens)::
+
+    [ emb(P) | projector(speech) | emb(S) | emb(y) | emb(EOS) ]
+    labels:  -100 ... -100 ... -100 ...   y_1..y_N   EOS
+
+The batch is right padded (attention mask 0, labels -100, position ids
+counting real tokens only).  The loss is the cross-entropy over the
+transcript tokens and EOS plus the projector's (already weighted) auxiliary
+loss.  For generation the same prefix ``[P | speech | S]`` is LEFT padded so
+that every utterance's first generated token sits at the last position of
+the batch; attention mask and position ids make a batched hypothesis equal to
+the one decoded alone.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from espnet_llm_asr.frontend import ProjectorFrontend
+from espnet_llm_asr.llm import CausalLLM
+from espnet_llm_asr.projectors import ProjectorOutput
+
+IGNORE_ID = -100
+
+
+class LLMASRModel(AbsESPnetModel):
+    """Speech encoder + projector + LLM, trained with next-token cross-entropy.
+
+    Args:
+        frontend: a :class:`ProjectorFrontend` (frozen encoder or dumped features -> projector).
+        llm: the :class:`CausalLLM` decoder.
+        lang_list: language codes; ``lang`` ids in the batch index this list.
+        aux_loss_weight: extra factor on the projector's auxiliary loss (already
+            weighted inside the projector; 1.0 keeps the paper's weights).
+        extract_feats_in_collect_stats: ESPnet's flag; ``False`` lets the
+            shape-statistics stage run without building the LLM.
+    """
+
+    def __init__(
+        self,
+        frontend: ProjectorFrontend,
+        llm: CausalLLM,
+        lang_list: Optional[Sequence[str]] = None,
+        aux_loss_weight: float = 1.0,
+        extract_feats_in_collect_stats: bool = True,
+    ):
+        super().__init__()
+        if frontend.output_size() != llm.hidden_size:
+            raise ValueError(
+                f"projector output size {frontend.output_size()} != LLM hidden size "
+                f"{llm.hidden_size} ({llm.model_name_or_path})"
+            )
+        self.frontend = frontend
+        self.llm = llm
+        self.lang_list = list(lang_list) if lang_list else []
+        self.aux_loss_weight = aux_loss_weight
+        self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
+
+    # ------------------------------------------------------- checkpoints
+    def _frozen_prefixes(self) -> List[str]:
+        """Submodules whose non-trainable tensors are rebuilt from the config, not saved."""
+        prefixes = ["frontend.encoder."]  # the speech encoder is always frozen
+        if self.llm.freeze:
+            prefixes.append("llm.")
+        return prefixes
+
+    def _is_saved(self, key: str, trainable: set, prefixes: List[str]) -> bool:
+        return key in trainable or not key.startswith(tuple(prefixes))
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """Trainable parameters (+ buffers of trainable parts) only.
+
+        A frozen 9B LLM would make every ESPnet checkpoint 18-36 GB; the frozen
+        encoder and LLM are rebuilt from ``config.yaml`` instead.
+        """
+        full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        prefixes = self._frozen_prefixes()
+        for key in list(full):
+            if key.startswith(prefix) and not self._is_saved(key[len(prefix):], trainable, prefixes):
+                del full[key]
+        return full
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a trainable-only checkpoint; with ``strict`` every trainable tensor must be there."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        if strict:
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            prefixes = self._frozen_prefixes()
+            missing = [k for k in result.missing_keys if self._is_saved(k, trainable, prefixes)]
+            if missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"checkpoint does not match the model: missing {missing[:10]}, "
+                    f"unexpected {result.unexpected_keys[:10]}"
+                )
+        return result
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def projector(self):
+        return self.frontend.projector
+
+    def _lang_codes(self, lang_ids: Optional[torch.Tensor], batch: int) -> List[Optional[str]]:
+        if lang_ids is None:
+            return [None] * batch
+        codes = []
+        for i in lang_ids.tolist():
+            if not 0 <= i < len(self.lang_list):
+                raise ValueError(f"language id {i} outside lang_list {self.lang_list}")
+            codes.append(self.lang_list[i])
+        return codes
+
+    def _lang_ids(self, lang: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if lang is None else lang.view(-1).long()
+
+    def _segments(
+        self,
+        proj: ProjectorOutput,
+        lang_ids: Optional[torch.Tensor],
+        texts: Optional[List[List[int]]] = None,
+    ) -> Tuple[List[torch.Tensor], List[int]]:
+        """Per-utterance input embeddings (L_i, D) and the index where labels start."""
+        device = proj.embeds.device
+        langs = self._lang_codes(lang_ids, proj.embeds.size(0))
+        seqs, label_starts = [], []
+        for i, lang in enumerate(langs):
+            prefix, suffix = self.llm.prompt_ids(lang)
+            tail = suffix + (texts[i] + [self.llm.eos_token_id] if texts is not None else [])
+            ids = torch.tensor(prefix + tail, dtype=torch.long, device=device)
+            emb = self.llm.embed(ids)
+            speech = proj.embeds[i, : int(proj.lengths[i])].to(emb.dtype)
+            seqs.append(torch.cat([emb[: len(prefix)], speech, emb[len(prefix):]], dim=0))
+            label_starts.append(len(prefix) + speech.size(0) + len(suffix))
+        return seqs, label_starts
+
+    # -------------------------------------------------------------- training
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        lang: Optional[torch.Tensor] = None,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Loss of a batch.
+
+        Args:
+            speech: (B, L) waveforms or (B, T, D) dumped encoder features.
+            speech_lengths: (B,)
+            text: (B, N) LLM token ids, padded with -1.
+            text_lengths: (B,)
+            lang: (B, 1) language ids (optional).
+        Returns:
+            loss (scalar), stats, weight (batch size)
+        """
+        batch = speech.size(0)
+        lang_ids = self._lang_ids(lang)
+        target_lengths = text_lengths if self.projector.uses_target_lengths else None
+        proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths)
+        texts = [text[i, : int(text_lengths[i])].tolist() for i in range(batch)]
+        seqs, starts = self._segments(proj, lang_ids, texts)
+
+        lengths = torch.tensor([s.size(0) for s in seqs], device=speech.device)
+        max_len = int(lengths.max())
+        dim = seqs[0].size(-1)
+        inputs = seqs[0].new_zeros(batch, max_len, dim)
+        labels = torch.full((batch, max_len), IGNORE_ID, dtype=torch.long, device=speech.device)
+        for i, (seq, start) in enumerate(zip(seqs, starts)):
+            inputs[i, : seq.size(0)] = seq
+            labels[i, start: start + len(texts[i]) + 1] = torch.tensor(
+                texts[i] + [self.llm.eos_token_id], device=speech.device
+            )
+        attention_mask = (torch.arange(max_len, device=speech.device)[None] < lengths[:, None]).long()
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+        logits = self.llm(inputs, attention_mask, position_ids)
+        # the token at position t is predicted from position t-1
+        logits, targets = logits[:, :-1].float(), labels[:, 1:]
+        mask = targets != IGNORE_ID
+        loss_ce = F.cross_entropy(logits[mask], targets[mask])
+        acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
+        aux = proj.aux_loss * self.aux_loss_weight
+        loss = loss_ce + aux
+
+        stats = dict(loss=loss.detach(), loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach())
+        stats.update(self.routing_stats(proj, text_lengths))
+        loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
+        return loss, stats, weight
+
+    @staticmethod
+    def routing_stats(proj: ProjectorOutput, text_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Gate entropy and per-expert usage for MoEs; output/label length ratio for CIF."""
+        stats = {}
+        if proj.gates is not None:
+            g = proj.gates.detach().float()
+            stats["gate_entropy"] = -(g * g.clamp_min(1e-12).log()).sum(-1).mean()
+            for e, usage in enumerate(g.mean(0)):
+                stats[f"expert{e}_usage"] = usage
+        if proj.alphas is not None and text_lengths is not None:
+            stats["cif_len_ratio"] = (proj.lengths.float() / text_lengths.clamp_min(1).float()).mean()
+        return stats
+
+    def collect_feats(self, speech, speech_lengths, text=None, text_lengths=None, **kwargs):
+        return {"feats": speech, "feats_lengths": speech_lengths}
+
+    # -------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def generate(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        lang: Optional[torch.Tensor] = None,
+        num_beams: int = 1,
+        max_new_tokens: int = 200,
+        max_tokens_per_second: Optional[float] = None,
+        min_new_tokens_cap: int = 8,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        length_penalty: float = 1.0,
+        sample_rate: int = 16000,
+        frame_rate: float = 50.0,
+    ) -> Tuple[List[List[int]], List[float], ProjectorOutput]:
+        """Batched KV-cached decoding.
+
+        Each utterance gets its own cap on new tokens:
+        ``min(max_new_tokens, max(min_new_tokens_cap, ceil(duration * max_tokens_per_second)))``
+        (guards against runaway loops); EOS is forced once it is reached.
+
+        Returns:
+            token ids per utterance (without EOS), their scores (sum of token
+            log-probabilities for greedy, the length-normalised beam score for
+            beam search), and the projector output (gates, CIF lengths).
+        """
+        from transformers import LogitsProcessorList
+
+        batch = speech.size(0)
+        lang_ids = self._lang_ids(lang)
+        proj = self.frontend.project(speech, speech_lengths, lang_ids)
+        seqs, _ = self._segments(proj, lang_ids)
+        lengths = torch.tensor([s.size(0) for s in seqs], device=speech.device)
+        max_len = int(lengths.max())
+        inputs = seqs[0].new_zeros(batch, max_len, seqs[0].size(-1))
+        attention_mask = torch.zeros(batch, max_len, dtype=torch.long, device=speech.device)
+        for i, seq in enumerate(seqs):  # left padding
+            inputs[i, max_len - seq.size(0):] = seq
+            attention_mask[i, max_len - seq.size(0):] = 1
+
+        caps = [max_new_tokens] * batch
+        if max_tokens_per_second:
+            secs = self._durations(speech, speech_lengths, sample_rate, frame_rate)
+            caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(s * max_tokens_per_second))) for s in secs]
+        processors = LogitsProcessorList([_PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)])
+        out = self.llm.model.generate(
+            inputs_embeds=inputs.to(self.llm.dtype),
+            attention_mask=attention_mask,
+            max_new_tokens=max(caps),
+            num_beams=num_beams,
+            do_sample=False,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            length_penalty=length_penalty,
+            eos_token_id=self.llm.eos_token_id,
+            pad_token_id=self.llm.pad_token_id,
+            logits_processor=processors,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+        sequences = out.sequences
+        if num_beams > 1:
+            scores = out.sequences_scores.tolist()
+        else:
+            trans = self.llm.model.compute_transition_scores(sequences, out.scores, normalize_logits=True)
+        hyps, hyp_scores = [], []
+        for i in range(batch):
+            ids = sequences[i].tolist()
+            n = len(ids)
+            if self.llm.eos_token_id in ids:
+                n = ids.index(self.llm.eos_token_id)
+            hyps.append(ids[:n])
+            if num_beams > 1:
+                hyp_scores.append(float(scores[i]))
+            else:
+                hyp_scores.append(float(trans[i, : min(n + 1, trans.size(1))].sum()))
+        return hyps, hyp_scores, proj
+
+    @staticmethod
+    def _durations(speech, speech_lengths, sample_rate, frame_rate) -> List[float]:
+        if speech.dim() == 3:  # dumped encoder features
+            return (speech_lengths.float() / frame_rate).tolist()
+        return (speech_lengths.float() / sample_rate).tolist()
+
+
+class _PerUtteranceCap:
+    """Logits processor forcing EOS once utterance i has generated caps[i] tokens.
+
+    ``input_ids`` rows are ``batch * num_beams`` (beams of one utterance adjacent).
+    With ``inputs_embeds`` HF passes only the generated ids, so their length is
+    the number of tokens generated so far.
+    """
+
+    def __init__(self, caps: List[int], num_beams: int, eos_token_id: int):
+        self.caps = torch.tensor(caps).repeat_interleave(num_beams)
+        self.eos = eos_token_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        done = self.caps.to(scores.device) <= input_ids.size(1)
+        if done.any():
+            scores = scores.clone()
+            scores[done] = float("-inf")
+            scores[done, self.eos] = 0.0
+        return scores

@@ -1,0 +1,179 @@
+"""ESPnet task for LLM-based ASR (``python -m espnet_llm_asr.bin.llm_asr_train``).
+
+Data names: ``speech`` (wav.scp ``sound`` or dumped ``kaldi_ark`` features),
+``text`` (transcripts, tokenized here with the LLM's own tokenizer) and the
+optional ``lang`` (utt2lang, mapped to ids through ``--lang_list``).
+
+Example yaml::
+
+    llm: exp/tiny_models/llm
+    llm_conf: {dtype: float32, freeze: true}
+    frontend: smear_moe
+    frontend_conf: {input_dim: 256, hidden_dim: 512, num_experts: 4}
+    lang_list: data/lang_list
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable, Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from espnet_llm_asr._compat import import_espnet
+
+_abs_task = import_espnet("espnet2.tasks.abs_task")
+from espnet2.train.class_choices import ClassChoices  # noqa: E402
+from espnet2.train.collate_fn import CommonCollateFn  # noqa: E402
+from espnet2.train.trainer import Trainer  # noqa: E402
+from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
+from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
+
+from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
+from espnet_llm_asr.llm import CausalLLM  # noqa: E402
+from espnet_llm_asr.model import LLMASRModel  # noqa: E402
+
+frontend_choices = ClassChoices(
+    name="frontend",
+    classes=FRONTEND_CLASSES,
+    type_check=ProjectorFrontend,
+    default="smear_moe",
+)
+
+
+def read_lang_list(path: Optional[str]) -> List[str]:
+    """One language code a line; the line index is the language id."""
+    if path is None:
+        return []
+    langs = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if len(set(langs)) != len(langs):
+        raise ValueError(f"lang_list {path}: duplicate language codes {langs}")
+    return langs
+
+
+class LLMASRPreprocessor:
+    """Turns one utterance's raw data into arrays.
+
+    - ``text`` (str) -> int64 token ids of the LLM tokenizer (no special tokens);
+    - ``lang`` (str, e.g. ``"hi"``) -> int64 ``[id]`` via ``lang_list``;
+    - ``speech``: a waveform is checked to be mono; features pass through.
+    """
+
+    def __init__(self, tokenizer_path: str, lang_list: List[str], trust_remote_code: bool = False):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code)
+        self.lang2id = {lang: i for i, lang in enumerate(lang_list)}
+
+    def __call__(self, uid: str, data: Dict) -> Dict[str, np.ndarray]:
+        if "text" in data:
+            text = data["text"]
+            if not isinstance(text, str):
+                raise TypeError(f"utterance {uid}: text must be read as a string ('text' type)")
+            ids = self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+            if text.strip() and not ids:
+                raise ValueError(f"utterance {uid}: transcript {text!r} gives no LLM tokens")
+            data["text"] = np.asarray(ids, dtype=np.int64)
+        if "lang" in data:
+            lang = data["lang"].strip() if isinstance(data["lang"], str) else data["lang"]
+            if isinstance(lang, str):
+                if lang not in self.lang2id:
+                    raise ValueError(
+                        f"utterance {uid}: language {lang!r} not in lang_list {list(self.lang2id)}"
+                    )
+                data["lang"] = np.asarray([self.lang2id[lang]], dtype=np.int64)
+        if "speech" in data:
+            speech = data["speech"]
+            if speech.ndim == 2 and speech.shape[1] <= 8 and speech.shape[0] > speech.shape[1]:
+                raise ValueError(
+                    f"utterance {uid}: audio has {speech.shape[1]} channels; the recipe needs mono "
+                    "(stage 3 converts audio to 16 kHz mono)"
+                )
+            data["speech"] = speech.astype(np.float32)
+        return data
+
+
+class LLMASRTask(_abs_task.AbsTask):
+    """Frozen speech encoder + projector + frozen LLM, trained by ESPnet's Trainer."""
+
+    num_optimizers: int = 1
+    class_choices_list = [frontend_choices]
+    trainer = Trainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Task related")
+        required = parser.get_default("required")
+        required += ["llm"]
+        group.add_argument("--llm", type=str_or_none, default=None,
+                           help="Hugging Face causal LM: local dir or hub name (never downloaded)")
+        group.add_argument("--llm_conf", action=NestedDictAction, default=dict(),
+                           help="kwargs of espnet_llm_asr.llm.CausalLLM (dtype, freeze, lora_conf, "
+                                "trust_remote_code, prompt_template, use_chat_template, lang_instruction)")
+        group.add_argument("--lang_list", type=str_or_none, default=None,
+                           help="file with one language code a line (id = line index)")
+        group.add_argument("--model_conf", action=NestedDictAction, default=dict(),
+                           help="kwargs of espnet_llm_asr.model.LLMASRModel")
+        group.add_argument("--use_preprocessor", type=str2bool, default=True,
+                           help="tokenize text with the LLM tokenizer and map languages to ids")
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+
+    @classmethod
+    def get_parser(cls):
+        parser = super().get_parser()
+        # tensorboard is no dependency of espnet's (nor ours); training curves
+        # are still plotted with matplotlib under <exp>/images/
+        parser.set_defaults(use_tensorboard=False)
+        return parser
+
+    @classmethod
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable:
+        return CommonCollateFn(float_pad_value=0.0, int_pad_value=-1, not_sequence=["lang"])
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool) -> Optional[Callable]:
+        if not args.use_preprocessor:
+            return None
+        return LLMASRPreprocessor(
+            args.llm,
+            read_lang_list(args.lang_list),
+            trust_remote_code=args.llm_conf.get("trust_remote_code", False),
+        )
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("speech",) if inference else ("speech", "text")
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("lang",)
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> LLMASRModel:
+        if args.llm is None:
+            raise ValueError("--llm is required: a Hugging Face causal LM dir or name")
+        frontend_name = getattr(args, "frontend", None)
+        if frontend_name not in FRONTEND_CLASSES:
+            raise ValueError(
+                f"frontend: unknown projector {frontend_name!r}; valid: {sorted(FRONTEND_CLASSES)}"
+            )
+        llm = CausalLLM(args.llm, **(args.llm_conf or {}))
+        frontend_conf = dict(args.frontend_conf or {})
+        frontend_conf.setdefault("output_dim", llm.hidden_size)
+        if frontend_conf["output_dim"] != llm.hidden_size:
+            raise ValueError(
+                f"frontend_conf.output_dim={frontend_conf['output_dim']} but the LLM "
+                f"{args.llm!r} has hidden size {llm.hidden_size}"
+            )
+        frontend = FRONTEND_CLASSES[frontend_name](**frontend_conf)
+        lang_list = read_lang_list(args.lang_list)
+        if frontend.projector.needs_lang_ids and not lang_list:
+            raise ValueError(f"frontend '{frontend_name}' needs language ids: set --lang_list")
+        model = LLMASRModel(frontend, llm, lang_list=lang_list, **(args.model_conf or {}))
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in model.parameters())
+        logging.info(f"LLM-ASR model: {n_train:,} trainable of {n_all:,} parameters")
+        return model

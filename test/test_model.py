@@ -1,0 +1,125 @@
+"""The LLM-ASR model through ESPnet: training, resuming, checkpoints, decoding, dumping."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_setup import (UTTS, data_args, epoch_losses, make_data_dir, make_tiny_models, run_module,
+                        train_config)
+
+TRAIN = "espnet_llm_asr.bin.llm_asr_train"
+DECODE = "espnet_llm_asr.bin.llm_asr_inference"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm_asr")
+    data = make_data_dir(root)
+    models = make_tiny_models(root, [t for _, _, t, _, _ in UTTS])
+    return root, data, models
+
+
+def _train(root, data, conf, out, epochs, extra=()):
+    return run_module(TRAIN, ["--config", str(conf), "--output_dir", str(out), "--ngpu", "0",
+                              "--max_epoch", str(epochs), *data_args(data), *extra], cwd=root)
+
+
+def test_train_resume_checkpoint(assets):
+    root, data, models = assets
+    conf = train_config(root, models, "smear_moe")
+    out = root / "exp_smear"
+    proc = _train(root, data, conf, out, 3, ["--num_iters_per_epoch", "8"])
+    losses = epoch_losses(proc.stderr)
+    assert len(losses) == 3, proc.stderr[-3000:]
+    assert losses[-1] < losses[0], losses
+    # checkpoint: trainable parameters only
+    state = torch.load(out / "3epoch.pth", map_location="cpu", weights_only=True)
+    from espnet_llm_asr.inference import load_trained_model
+
+    model, _ = load_trained_model(out / "config.yaml", out / "3epoch.pth")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    assert not any(k.startswith(("llm.", "frontend.encoder.")) for k in state)
+    # resume: continues at epoch 4 from the saved checkpoint
+    proc2 = _train(root, data, conf, out, 4, ["--num_iters_per_epoch", "8", "--resume", "true"])
+    assert "The training was resumed" in proc2.stderr
+    assert len(epoch_losses(proc2.stderr)) == 1
+    assert (out / "4epoch.pth").exists()
+    # n-best averaging ran on the trainable-only checkpoints
+    assert (out / "valid.acc.ave.pth").exists()
+
+
+@pytest.mark.parametrize("frontend", ["linear", "conv", "mono", "multi", "dense", "hard_moe", "cif", "cif_smear"])
+def test_every_projector_trains_one_step(assets, frontend):
+    """One optimizer step of each projector through ESPnet's trainer (in-process)."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, frontend)
+    out = root / f"exp_{frontend}"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0",
+                         "--max_epoch", "1", "--num_iters_per_epoch", "1", *data_args(data)])
+    states = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
+    train_stats = states["reporter"]["stats"][1]["train"]
+    assert np.isfinite(train_stats["loss"]), train_stats
+    model_state = torch.load(out / "1epoch.pth", map_location="cpu", weights_only=True)
+    assert all(k.startswith("frontend.projector.") for k in model_state), list(model_state)[:5]
+
+
+def test_overfit_and_decode(assets):
+    """A model trained to overfit three utterances transcribes them exactly,
+    and batch decoding equals one-by-one decoding."""
+    root, data, models = assets
+    conf = train_config(root, models, "smear_moe", llm_conf={"freeze": False}, lr=5e-3)
+    out = root / "exp_overfit"
+    _train(root, data, conf, out, 30, ["--num_iters_per_epoch", "10"])
+    outputs = {}
+    for bs in (1, 3):
+        dec = root / f"decode_bs{bs}"
+        run_module(DECODE, ["--asr_train_config", str(out / "config.yaml"),
+                            "--asr_model_file", str(out / "latest.pth"),
+                            "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
+                            "--data_path_and_name_and_type", f"{data / 'utt2lang'},lang,text",
+                            "--output_dir", str(dec), "--batch_size", str(bs)], cwd=root)
+        outputs[bs] = (dec / "1best_recog" / "text").read_text(encoding="utf-8")
+        gates = (dec / "1best_recog" / "gates").read_text(encoding="utf-8").splitlines()
+        assert len(gates) == 3 and all(abs(sum(map(float, g.split()[1:])) - 1) < 1e-4 for g in gates)
+    assert outputs[1] == outputs[3]
+    ref = (data / "text").read_text(encoding="utf-8")
+    assert outputs[1] == ref
+
+
+def test_dumped_features_equal_on_the_fly(assets):
+    root, data, models = assets
+    out = root / "feats"
+    run_module("espnet_llm_asr.bin.dump_encoder_feats",
+               ["--encoder", str(models["whisper"]), "--encoder_conf", "{pad_to_30s: false}",
+                "--data_dir", str(data), "--out_dir", str(out), "--nj", "2", "--batch_size", "2"], cwd=root)
+    import kaldiio
+    import soundfile
+
+    from espnet_llm_asr.encoder import WhisperEncoder
+
+    enc = WhisperEncoder(str(models["whisper"]), pad_to_30s=False)
+    dumped = dict(kaldiio.load_scp(str(out / "feats.scp")))
+    shapes = dict(ln.split() for ln in (out / "feats_shape").read_text().splitlines())
+    assert sorted(dumped) == sorted(u for u, *_ in UTTS)
+    for uid, *_ in UTTS:
+        wav, _ = soundfile.read(root / "wav" / f"{uid}.wav", dtype="float32")
+        feats, lens = enc(torch.from_numpy(wav)[None], torch.tensor([len(wav)]))
+        ref = feats[0, : int(lens[0])].numpy()
+        assert dumped[uid].shape == ref.shape
+        assert shapes[uid] == f"{ref.shape[0]},{ref.shape[1]}"
+        np.testing.assert_allclose(dumped[uid], ref, atol=1e-4)
+    # a second run finds every shard done and re-encodes nothing
+    mtime = (out / "split2" / "feats.1.ark").stat().st_mtime
+    proc = run_module("espnet_llm_asr.bin.dump_encoder_feats",
+                      ["--encoder", str(models["whisper"]), "--data_dir", str(data),
+                       "--out_dir", str(out), "--nj", "2"], cwd=root)
+    assert "already done" in proc.stderr
+    assert (out / "split2" / "feats.1.ark").stat().st_mtime == mtime

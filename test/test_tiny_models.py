@@ -1,0 +1,193 @@
+"""Tiny HF models: tokenizer, Whisper and causal LM builders, their pretraining and CLIs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import synth_wave
+
+from espnet_llm_asr import tiny_models
+from espnet_llm_asr.encoder import WhisperEncoder
+
+TEXTS = [
+    "नमस्ते भारत", "मेरा नाम राम है", "क़लम और किताब",  # Hindi (with a nukta letter)
+    "आमचे घर मोठे आहे",  # Marathi
+    "வணக்கம் உலகம்", "தமிழ் மொழி",  # Tamil
+    "నమస్కారం ప్రపంచం", "తెలుగు భాష",  # Telugu
+]
+TINY_WHISPER = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                    max_source_positions=50)
+TINY_LLM = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+
+
+# ---------------------------------------------------------------------- tokenizer
+@pytest.mark.parametrize("model_type", ["char", "unigram", "bpe"])
+def test_tokenizer_round_trip(tmp_path, model_type):
+    from transformers import AutoTokenizer
+
+    text_file = tmp_path / "train.txt"
+    text_file.write_text("\n".join(TEXTS * 3) + "\n", encoding="utf-8")
+    vocab = None if model_type == "char" else 80
+    tiny_models.train_tokenizer(text_file, tmp_path / "tok", vocab_size=vocab, model_type=model_type)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2, 3)
+    if model_type == "char":  # one token per character, "▁" for the space
+        assert tok.convert_ids_to_tokens(tok("नमस्ते", add_special_tokens=False)["input_ids"]) == \
+            ["▁", "न", "म", "स", "्", "त", "े"]
+    prompt = "USER: Transcribe speech to text. The speech is in Tamil.\n ASSISTANT:"
+    for text in TEXTS + ["राम और भारत", "தமிழ் உலகம்", "తెలుగు ప్రపంచం", prompt]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+        assert tok.decode(ids) == text
+        with_bos = tok(text)["input_ids"]
+        assert with_bos[0] == tok.bos_token_id and with_bos[1:] == ids
+        assert tok.decode(with_bos, skip_special_tokens=True) == text
+    assert tok.unk_token_id in tok("ঝ", add_special_tokens=False)["input_ids"]  # Bengali: unseen
+
+
+# ---------------------------------------------------------------------- LLM
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return tiny_models.train_tokenizer(TEXTS, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_tiny_llm_loads_with_auto_classes_and_generates(tmp_path, tokenizer_dir, arch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tiny_models.build_tiny_llm(tmp_path / "llm", tokenizer_dir, arch=arch, **TINY_LLM)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "llm"))
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "llm"))
+    assert model.config.model_type == arch
+    assert model.get_input_embeddings().num_embeddings == len(tok)
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
+    inputs = tok(["नमस्ते"], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(tok.decode(out[0], skip_special_tokens=True), str)
+
+
+def test_pretrain_causal_lm_loss_falls(tmp_path, tokenizer_dir):
+    from transformers import AutoModelForCausalLM
+
+    llm = tiny_models.build_tiny_llm(tmp_path / "llm", tokenizer_dir, **TINY_LLM)
+    before = AutoModelForCausalLM.from_pretrained(str(llm)).model.embed_tokens.weight.clone()
+    result = tiny_models.pretrain_causal_lm(llm, TEXTS, out_dir=tmp_path / "trained", steps=40,
+                                            batch_size=8, lr=3e-3, log_every=10)
+    assert result["last_loss"] < 0.7 * result["first_loss"], result
+    # the original stays untouched, the trained copy differs and loads with its tokenizer
+    unchanged = AutoModelForCausalLM.from_pretrained(str(llm)).model.embed_tokens.weight
+    trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / "trained")).model.embed_tokens.weight
+    torch.testing.assert_close(unchanged, before)
+    assert not torch.allclose(trained, before)
+    assert (tmp_path / "trained" / "tokenizer.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm", "trained"]  # no temporary dirs left
+
+
+# ---------------------------------------------------------------------- Whisper
+def test_build_tiny_whisper_defaults(tmp_path):
+    """The recipe's default tiny encoder: d_model 256, 4 layers, 80 mels, a 30 s window at 50 Hz."""
+    path = tiny_models.build_tiny_whisper(tmp_path / "whisper")
+    enc = WhisperEncoder(str(path))
+    assert enc.output_size() == 256 and len(enc.encoder.layers) == 4
+    assert enc.logmel.n_mels == 80 and enc.window_seconds == 30.0 and enc.frame_rate == 50.0
+    # conv1 + conv2 + 4 x (attention + MLP + 2 norms) + final norm; positions are not trained
+    d, ffn, mels = 256, 1024, 80
+    attention = 4 * d * d + 3 * d  # q, k, v, out; Whisper's k_proj has no bias
+    layer = attention + 2 * d * ffn + ffn + d + 2 * (2 * d)
+    expected = mels * d * 3 + d + d * d * 3 + d + 4 * layer + 2 * d
+    assert sum(p.numel() for n, p in enc.encoder.named_parameters() if "embed_positions" not in n) == expected
+
+
+FREQS = {"क": 300.0, "म": 700.0, "ल": 1200.0, " ": None}
+
+
+def tone_utterance(text: str, sr: int = 16000) -> np.ndarray:
+    """One 120 ms tone per character (silence for a space), 30 ms gaps: learnable by CTC in seconds."""
+    t = np.arange(int(0.12 * sr)) / sr
+    parts = []
+    for c in text:
+        f = FREQS[c]
+        parts += [0.5 * np.sin(2 * np.pi * f * t) if f else np.zeros_like(t), np.zeros(int(0.03 * sr))]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(list("कमल "), size=rng.integers(3, 7))) for _ in range(24)]
+    utts = [(tone_utterance(t), t) for t in texts]
+    path = tiny_models.build_tiny_whisper(tmp_path / "whisper", **TINY_WHISPER)
+    before = {k: v.clone() for k, v in WhisperEncoder(str(path)).encoder.state_dict().items()}
+    result = tiny_models.pretrain_whisper_encoder_ctc(path, utts, steps=60, batch_size=8, lr=3e-3, log_every=20)
+    assert result["num_symbols"] == 4
+    assert result["last_loss"] < 0.5 * result["first_loss"], result
+    # saved in place as a Whisper checkpoint (feature extractor kept), encoder weights changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whisper"]
+    assert (path / "preprocessor_config.json").is_file()
+    after = WhisperEncoder(str(path)).encoder.state_dict()
+    assert not torch.allclose(after["conv1.weight"], before["conv1.weight"])
+    torch.testing.assert_close(after["embed_positions.weight"], before["embed_positions.weight"])
+
+
+def test_atomic_dir_keeps_the_old_dir_on_error(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    with pytest.raises(RuntimeError):
+        with tiny_models.atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half-written")
+            raise RuntimeError("interrupted")
+    assert (target / "weights").read_text() == "old"
+    with tiny_models.atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (target / "weights").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+# ---------------------------------------------------------------------- CLIs
+def test_clis_build_and_pretrain_from_a_kaldi_dir(tmp_path, capsys):
+    import soundfile
+    import yaml
+
+    from espnet_llm_asr.bin import make_tiny_models, pretrain_tiny_models
+
+    data = tmp_path / "data"
+    data.mkdir()
+    scp, text = [], []
+    for i, t in enumerate(TEXTS[:4]):
+        wav = tmp_path / f"utt{i}.wav"
+        soundfile.write(wav, synth_wave(0.8, seed=i), 16000, subtype="PCM_16")
+        scp.append(f"utt{i} {wav}")
+        text.append(f"utt{i} {t}")
+    (data / "wav.scp").write_text("\n".join(scp) + "\n", encoding="utf-8")
+    (data / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
+    conf = tmp_path / "tiny.yaml"
+    conf.write_text(yaml.safe_dump({
+        "whisper": TINY_WHISPER, "llm": TINY_LLM,
+        "pretrain_encoder": {"steps": 4, "batch_size": 2, "device": "cpu"},
+        "pretrain_llm": {"steps": 4, "batch_size": 2, "device": "cpu"},
+    }), encoding="utf-8")
+    out = tmp_path / "exp"
+
+    make_tiny_models.main(["--config", str(conf), "--out_dir", str(out), "--train_text", str(data / "text"),
+                           "--encoder_layers", "2"])
+    assert WhisperEncoder(str(out / "whisper")).encoder.config.encoder_layers == 2  # CLI beats config
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "llm"))
+    assert tok.decode(tok(TEXTS[0], add_special_tokens=False)["input_ids"]) == TEXTS[0]
+    assert "utt0" not in tok.get_vocab() and tok.unk_token_id not in tok("utt", add_special_tokens=False)["input_ids"]
+
+    capsys.readouterr()
+    pretrain_tiny_models.main(["encoder", "--config", str(conf), "--model_dir", str(out / "whisper"),
+                               "--data_dir", str(data), "--lr", "1e-3"])
+    pretrain_tiny_models.main(["llm", "--config", str(conf), "--model_dir", str(out / "llm"),
+                               "--text", str(data / "text"), "--steps", "3"])
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["what"] for r in results] == ["encoder", "llm"]
+    assert all(np.isfinite(r["first_loss"]) and np.isfinite(r["last_loss"]) for r in results)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("whisper: {d_modle: 8}\n", encoding="utf-8")
+    with pytest.raises(KeyError, match="d_modle"):
+        make_tiny_models.main(["--config", str(bad), "--out_dir", str(out), "--train_text", str(data / "text")])
