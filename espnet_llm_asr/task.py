@@ -140,7 +140,7 @@ class LLMASRTask(_abs_task.AbsTask):
         return LLMASRPreprocessor(
             args.llm,
             read_lang_list(args.lang_list),
-            trust_remote_code=args.llm_conf.get("trust_remote_code", False),
+            trust_remote_code=(getattr(args, "llm_conf", None) or {}).get("trust_remote_code", False),
         )
 
     @classmethod
@@ -160,8 +160,8 @@ class LLMASRTask(_abs_task.AbsTask):
             raise ValueError(
                 f"frontend: unknown projector {frontend_name!r}; valid: {sorted(FRONTEND_CLASSES)}"
             )
-        llm = CausalLLM(args.llm, **(args.llm_conf or {}))
-        frontend_conf = dict(args.frontend_conf or {})
+        llm = CausalLLM(args.llm, **(getattr(args, "llm_conf", None) or {}))
+        frontend_conf = dict(getattr(args, "frontend_conf", None) or {})
         frontend_conf.setdefault("output_dim", llm.hidden_size)
         if frontend_conf["output_dim"] != llm.hidden_size:
             raise ValueError(
@@ -169,10 +169,10 @@ class LLMASRTask(_abs_task.AbsTask):
                 f"{args.llm!r} has hidden size {llm.hidden_size}"
             )
         frontend = FRONTEND_CLASSES[frontend_name](**frontend_conf)
-        lang_list = read_lang_list(args.lang_list)
+        lang_list = read_lang_list(getattr(args, "lang_list", None))
         if frontend.projector.needs_lang_ids and not lang_list:
             raise ValueError(f"frontend '{frontend_name}' needs language ids: set --lang_list")
-        model = LLMASRModel(frontend, llm, lang_list=lang_list, **(args.model_conf or {}))
+        model = LLMASRModel(frontend, llm, lang_list=lang_list, **(getattr(args, "model_conf", None) or {}))
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         logging.info(f"LLM-ASR model: {n_train:,} trainable of {n_all:,} parameters")

@@ -7,11 +7,11 @@ are the same on both ranks, and (b) they equal the mean of the two ranks'
 local (non-DDP) gradients.
 """
 import argparse
+import os
 import sys
 
 import torch
 import torch.distributed as dist
-import yaml
 
 import espnet_llm_asr  # noqa: F401
 from espnet_llm_asr.task import LLMASRTask
@@ -41,8 +41,7 @@ def main():
     a = p.parse_args()
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    with open(a.config, encoding="utf-8") as f:
-        args = argparse.Namespace(**yaml.safe_load(f))
+    args = LLMASRTask.get_parser().parse_args(["--config", a.config])
     torch.manual_seed(0)
     model = LLMASRTask.build_model(args)
     batch = batch_for(a.data_dir, rank, LLMASRTask.build_preprocess_fn(args, train=True))
@@ -72,9 +71,12 @@ def main():
     nonzero = sum(int(g.abs().sum() > 0) for g in synced)
     print(f"RANK{rank} params={len(names)} nonzero={nonzero} "
           f"rank_diff={worst_rank_diff:.3e} mean_diff={worst_mean_diff:.3e}", flush=True)
-    dist.destroy_process_group()
     ok = worst_rank_diff == 0.0 and worst_mean_diff < 1e-6 and nonzero > 0
-    sys.exit(0 if ok else 1)
+    dist.barrier()
+    dist.destroy_process_group()
+    # gloo's teardown can hang at interpreter exit on some machines: leave at once
+    sys.stdout.flush()
+    os._exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ dump_sets="${data_train_set} ${valid_set} ${test_sets}"
 
 [ -n "${asr_tag}" ] || asr_tag="$(basename "${asr_config}" .yaml)"
 asr_exp="${expdir}/asr_${asr_tag}"
-[ -n "${inference_tag}" ] || inference_tag="decode_$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pth)"
+if [ -z "${inference_tag}" ]; then
+    inference_tag="$(basename "${inference_config}" .yaml)"
+    inference_tag="decode_${inference_tag#decode_}_$(basename "${inference_model}" .pth)"
+fi
 tiny_dir="${expdir}/tiny_models"
 [ "${encoder}" = tiny ] && encoder_path="${tiny_dir}/whisper" || encoder_path="${encoder}"
 [ "${llm}" = tiny ] && llm_path="${tiny_dir}/llm" || llm_path="${llm}"
@@ -238,7 +241,7 @@ speech_of() {  # speech_of <set> -> "path,speech,type"
     if [ "${dump_feats}" = true ]; then echo "${dumpdir}/feats/$1/feats.scp,speech,kaldi_ark"
     else echo "${dumpdir}/raw/$1/wav.scp,speech,sound"; fi
 }
-stats_dir="${expdir}/asr_stats_$(basename "${llm_path}")_$([ "${dump_feats}" = true ] && echo feats || echo raw)"
+stats_dir="${expdir}/stats_$(basename "${llm_path}")_$([ "${dump_feats}" = true ] && echo feats || echo raw)"
 
 # ------------------------------------------------------------------ stage 10
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
