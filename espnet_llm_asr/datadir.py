@@ -237,6 +237,31 @@ def write_shapes(path, out_dir, llm: str, feats_shape: Optional[str] = None) -> 
     return dropped
 
 
+def signature(paths: Sequence[str], small: int = 1 << 20) -> str:
+    """Short hash of what the given files/dirs hold, used to skip finished recipe stages.
+
+    Files up to ``small`` bytes are hashed by content (a stage that rewrites
+    an identical file does not invalidate its consumers); larger ones by size
+    and modification time.  ``.done*`` markers are ignored; a missing path
+    counts as "none".
+    """
+    import hashlib
+
+    h = hashlib.md5()
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if f.name.startswith(".done"):
+                continue
+            h.update(str(f).encode())
+            if not f.exists():
+                h.update(b"none")
+                continue
+            st = f.stat()
+            h.update(f.read_bytes() if st.st_size <= small else f"{st.st_size} {st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def split_keys(key_file, nj: int, out_dir) -> None:
     """``out_dir/keys.{1..nj}``: contiguous, near-equal shares of the key file's ids."""
     keys = [ln.split(maxsplit=1)[0] for ln in Path(key_file).read_text(encoding="utf-8").splitlines() if ln.strip()]

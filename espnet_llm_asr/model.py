@@ -257,7 +257,8 @@ class LLMASRModel(AbsESPnetModel):
         caps = [max_new_tokens] * batch
         if max_tokens_per_second:
             secs = self._durations(speech, speech_lengths, sample_rate, frame_rate)
-            caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(s * max_tokens_per_second))) for s in secs]
+            caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(round(s * max_tokens_per_second, 6))))
+                    for s in secs]
         processors = LogitsProcessorList([_PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)])
         out = self.llm.model.generate(
             inputs_embeds=inputs.to(self.llm.dtype),
@@ -294,9 +295,8 @@ class LLMASRModel(AbsESPnetModel):
 
     @staticmethod
     def _durations(speech, speech_lengths, sample_rate, frame_rate) -> List[float]:
-        if speech.dim() == 3:  # dumped encoder features
-            return (speech_lengths.float() / frame_rate).tolist()
-        return (speech_lengths.float() / sample_rate).tolist()
+        rate = frame_rate if speech.dim() == 3 else sample_rate  # dumped features or waveform
+        return [int(n) / rate for n in speech_lengths.tolist()]
 
 
 class _PerUtteranceCap:

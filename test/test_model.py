@@ -92,6 +92,13 @@ def test_overfit_and_decode(assets):
     assert outputs[1] == outputs[3]
     ref = (data / "text").read_text(encoding="utf-8")
     assert outputs[1] == ref
+    # the Python API: three lines from an exp dir to a transcript
+    from espnet_llm_asr.inference import Speech2Text
+
+    s2t = Speech2Text(out, model_file=out / "latest.pth")
+    uid, lang, text, _, _ = UTTS[0]
+    hyp = s2t(root / "wav" / f"{uid}.wav", lang=lang)
+    assert hyp.text == text and len(hyp.gates) == 2
 
 
 def test_dumped_features_equal_on_the_fly(assets):

@@ -4,6 +4,7 @@
     python -m espnet_llm_asr.bin.datadir filter --dir dump/raw/train --min_duration 0.1 --max_duration 60
     python -m espnet_llm_asr.bin.datadir speed_perturb --src data/train --dst data/train_sp --factors "0.9 1.0 1.1"
     python -m espnet_llm_asr.bin.datadir shapes --dir dump/raw/train --out_dir exp/stats/train --llm LLM_DIR
+    python -m espnet_llm_asr.bin.datadir signature FILE_OR_DIR...
     python -m espnet_llm_asr.bin.datadir split_keys --key_file dump/raw/test/wav.scp --nj 4 --out_dir DIR
 """
 import argparse
@@ -37,6 +38,8 @@ def get_parser() -> argparse.ArgumentParser:
     f.add_argument("--out_dir", required=True)
     f.add_argument("--llm", required=True, help="dir of the LLM whose tokenizer counts the tokens")
     f.add_argument("--feats_shape", default=None, help="feats_shape of dumped encoder features")
+    f = sub.add_parser("signature", help="hash of files/dirs (recipe stage skipping)")
+    f.add_argument("paths", nargs="*")
     f = sub.add_parser("split_keys")
     f.add_argument("--key_file", required=True)
     f.add_argument("--nj", type=int, required=True)
@@ -56,6 +59,8 @@ def main(cmd=None):
             datadir.speed_perturb(args.src, args.dst, [float(x) for x in args.factors.split()], args.nj)
         elif args.command == "shapes":
             datadir.write_shapes(args.dir, args.out_dir, args.llm, args.feats_shape)
+        elif args.command == "signature":
+            print(datadir.signature(args.paths))
         elif args.command == "split_keys":
             datadir.split_keys(args.key_file, args.nj, args.out_dir)
     except (ValueError, FileNotFoundError) as e:

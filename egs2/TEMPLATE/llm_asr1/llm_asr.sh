@@ -77,7 +77,7 @@ done_sig() {  # done_sig <dir> <stage> <signature...>: 0 if the stage ran with t
     [ -f "${dir}/.done.stage${st}" ] && [ "$(cat "${dir}/.done.stage${st}")" = "$*" ]
 }
 mark_done() { local dir=$1 st=$2; shift 2; mkdir -p "${dir}"; echo "$*" > "${dir}/.done.stage${st}"; }
-sig_of() { for f in "$@"; do if [ -e "$f" ]; then find "$f" -type f \( -name '*.done*' -prune -o -print \) 2>/dev/null | sort | xargs -r stat -c '%n %s %Y' | md5sum | cut -c1-12; else echo none; fi; done | tr '\n' ' '; }
+sig_of() { ${python} -m espnet_llm_asr.bin.datadir signature "$@"; }
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
 data_train_set="${train_set}"
@@ -178,11 +178,18 @@ fi
 # ------------------------------------------------------------------ stage 6
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     out="${expdir}/llm_stats"
-    log "Stage 6: LLM text statistics -> ${out}/stats.txt"
-    mkdir -p "${out}"
-    ${python} -m espnet_llm_asr.bin.llm_text_stats stats --llm "${llm_path}" \
-        --text "${dumpdir}/raw/${data_train_set}/text" --utt2lang "${dumpdir}/raw/${data_train_set}/utt2lang" \
-        --out "${out}/stats.txt"
+    # only the tokenizer matters here (stage 7 may retrain the weights afterwards)
+    sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text" "${llm_path}"/tokenizer*)"
+    if done_sig "${out}" 6 "${sig}"; then
+        log "Stage 6: ${out}/stats.txt is up to date, skipped"
+    else
+        log "Stage 6: LLM text statistics -> ${out}/stats.txt"
+        mkdir -p "${out}"
+        ${python} -m espnet_llm_asr.bin.llm_text_stats stats --llm "${llm_path}" \
+            --text "${dumpdir}/raw/${data_train_set}/text" --utt2lang "${dumpdir}/raw/${data_train_set}/utt2lang" \
+            --out "${out}/stats.txt"
+        mark_done "${out}" 6 "${sig}"
+    fi
 fi
 
 # ------------------------------------------------------------------ stage 7
@@ -206,11 +213,17 @@ fi
 # ------------------------------------------------------------------ stage 8
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     out="${expdir}/llm_stats"
-    log "Stage 8: LLM perplexity on ${valid_set} -> ${out}/perplexity_${valid_set}.txt"
-    mkdir -p "${out}"
-    ${python} -m espnet_llm_asr.bin.llm_text_stats perplexity --llm "${llm_path}" \
-        --text "${dumpdir}/raw/${valid_set}/text" --utt2lang "${dumpdir}/raw/${valid_set}/utt2lang" \
-        --out "${out}/perplexity_${valid_set}.txt"
+    sig="$(sig_of "${dumpdir}/raw/${valid_set}/text" "${llm_path}")"
+    if done_sig "${out}" 8 "${sig}"; then
+        log "Stage 8: ${out}/perplexity_${valid_set}.txt is up to date, skipped"
+    else
+        log "Stage 8: LLM perplexity on ${valid_set} -> ${out}/perplexity_${valid_set}.txt"
+        mkdir -p "${out}"
+        ${python} -m espnet_llm_asr.bin.llm_text_stats perplexity --llm "${llm_path}" \
+            --text "${dumpdir}/raw/${valid_set}/text" --utt2lang "${dumpdir}/raw/${valid_set}/utt2lang" \
+            --out "${out}/perplexity_${valid_set}.txt"
+        mark_done "${out}" 8 "${sig}"
+    fi
     cat "${out}/perplexity_${valid_set}.txt"
 fi
 
@@ -261,6 +274,10 @@ fi
 # ------------------------------------------------------------------ stage 11
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
     [ -f "${asr_config}" ] || die "--asr_config ${asr_config} does not exist"
+    sig="$(sig_of "${asr_config}" "${stats_dir}" "${lang_list}" "${llm_path}" "${encoder_path}") ${asr_args} ${dump_feats}"
+  if done_sig "${asr_exp}" 11 "${sig}"; then
+    log "Stage 11: ${asr_exp} is trained with these inputs, skipped (--redo true retrains)"
+  else
     log "Stage 11: training ${asr_exp} (config ${asr_config}; log ${asr_exp}/train.log)"
     mkdir -p "${asr_exp}"
     train_args=()
@@ -283,7 +300,9 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
         ${python} -m espnet_llm_asr.bin.llm_asr_train --config "${asr_config}" --output_dir "${asr_exp}" \
         --ngpu "${ngpu}" --resume "${resume}" --llm "${llm_path}" --lang_list "${lang_list}" \
         "${frontend_args[@]}" "${train_args[@]}" ${asr_args}
+    mark_done "${asr_exp}" 11 "${sig}"
     log "Stage 11: done; checkpoints in ${asr_exp}"
+  fi
 fi
 
 # ------------------------------------------------------------------ stage 12

@@ -1,0 +1,96 @@
+"""The LLM decoder wrapper and the model's sequence layout, on a tiny real Llama."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiny_setup import UTTS, make_tiny_models
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm")
+    return make_tiny_models(root, [t for _, _, t, _, _ in UTTS])
+
+
+def _model(models, projector="smear_moe", **llm_conf):
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES
+    from espnet_llm_asr.llm import CausalLLM
+    from espnet_llm_asr.model import LLMASRModel
+
+    llm = CausalLLM(str(models["llm"]), **llm_conf)
+    conf = {"hidden_dim": 16}
+    if projector in ("smear_moe", "multi"):
+        conf["num_experts"] = 2
+    frontend = FRONTEND_CLASSES[projector](output_dim=llm.hidden_size, input_dim=8, **conf)
+    return LLMASRModel(frontend, llm, lang_list=["hi", "ta"])
+
+
+def test_prompt_layout_and_language_instruction(models):
+    from espnet_llm_asr.llm import CausalLLM
+
+    llm = CausalLLM(str(models["llm"]), lang_instruction=" Language: {lang_name}.")
+    prefix, suffix = llm.prompt_ids("hi")
+    assert prefix == [llm.tokenizer.bos_token_id]  # audio comes right after BOS
+    assert llm.tokenizer.decode(suffix).strip() == "USER: Transcribe speech to text. Language: Hindi.\n ASSISTANT:".strip()
+    _, suffix_none = llm.prompt_ids(None)
+    assert "Language" not in llm.tokenizer.decode(suffix_none)
+
+
+def test_bf16_llm_keeps_dtype_when_trainer_casts(models):
+    model = _model(models, dtype="bfloat16")
+    model.to(dtype=torch.float32)  # what ESPnet's trainer does with --train_dtype float32
+    assert model.llm.dtype == torch.bfloat16
+    assert next(model.frontend.projector.parameters()).dtype == torch.float32
+    feats = torch.randn(2, 20, 8)
+    text = torch.tensor([[5, 6, 7], [8, 9, -1]])
+    loss, stats, _ = model(feats, torch.tensor([20, 12]), text, torch.tensor([3, 2]), torch.tensor([[0], [1]]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.frontend.projector.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())  # frozen
+
+
+def test_state_dict_holds_trainable_only_and_round_trips(models):
+    model = _model(models)
+    state = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    other = _model(models)
+    other.load_state_dict(state)  # strict: every trainable tensor present
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, state[k])
+    with pytest.raises(RuntimeError, match="missing"):
+        other.load_state_dict({k: v for k, v in state.items() if "experts" not in k})
+
+
+def test_unfrozen_llm_is_saved(models):
+    model = _model(models, freeze=False)
+    assert any(k.startswith("llm.") for k in model.state_dict())
+
+
+def test_clear_errors(models, tmp_path):
+    from espnet_llm_asr.llm import CausalLLM
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CausalLLM(str(tmp_path / "no_such_llm"))
+    with pytest.raises(ValueError, match="dtype"):
+        CausalLLM(str(models["llm"]), dtype="float8")
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES
+    from espnet_llm_asr.model import LLMASRModel
+
+    llm = CausalLLM(str(models["llm"]))
+    frontend = FRONTEND_CLASSES["mono"](output_dim=llm.hidden_size + 1, input_dim=8, hidden_dim=16)
+    with pytest.raises(ValueError, match="LLM hidden size"):
+        LLMASRModel(frontend, llm)
+
+
+def test_runaway_cap_forces_eos(models):
+    model = _model(models).eval()
+    feats = torch.randn(2, 50, 8)
+    lengths = torch.tensor([50, 10])  # 1.0 s and 0.2 s at 50 frames/s
+    hyps, _, _ = model.generate(feats, lengths, torch.tensor([[0], [1]]), max_new_tokens=40,
+                                max_tokens_per_second=10, min_new_tokens_cap=1)
+    assert len(hyps[0]) <= 10 and len(hyps[1]) <= 2
