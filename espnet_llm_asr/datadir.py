@@ -22,6 +22,11 @@ from espnet_llm_asr.utils import atomic_write_text
 OPTIONAL_FILES = ("utt2lang",)
 
 
+def c_sorted(keys) -> List[str]:
+    """Keys in C-locale order (``LC_ALL=C sort``): by UTF-8 bytes."""
+    return sorted(keys, key=lambda k: k.encode("utf-8"))
+
+
 @dataclass
 class DataDir:
     """In-memory data dir: maps from utterance id."""
@@ -44,7 +49,8 @@ class DataDir:
         return cls(wav, text, utt2spk, extra)
 
     def keys(self) -> List[str]:
-        return sorted(self.wav, key=lambda k: k.encode("utf-8"))
+        """Utterance ids in C-locale (byte) order, as Kaldi sorts them."""
+        return c_sorted(self.wav)
 
     def subset(self, keep: Sequence[str]) -> "DataDir":
         keep = set(keep)
@@ -66,7 +72,7 @@ class DataDir:
         for k in keys:
             spk2utt.setdefault(self.utt2spk[k], []).append(k)
         atomic_write_text(path / "spk2utt", "".join(
-            f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items(), key=lambda x: x[0].encode())))
+            f"{s} {' '.join(spk2utt[s])}\n" for s in c_sorted(spk2utt)))
 
 
 def write_report(path: Path, dropped: Dict[str, str], what: str) -> None:

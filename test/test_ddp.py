@@ -2,7 +2,7 @@
 import re
 import sys
 
-from tiny_setup import UTTS, ROOT, data_args, make_data_dir, make_tiny_models, run_module, train_config
+from tiny_setup import UTTS, ROOT, data_args, make_data_dir, make_tiny_models, train_config
 
 
 def _free_port() -> int:

@@ -1,8 +1,6 @@
 """The LLM-ASR model through ESPnet: training, resuming, checkpoints, decoding, dumping."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

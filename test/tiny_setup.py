@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import soundfile
 import yaml
 

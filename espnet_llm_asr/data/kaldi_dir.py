@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple
 
+from espnet_llm_asr.datadir import DataDir
 from espnet_llm_asr.utils import atomic_write_text
 
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang")
@@ -20,11 +21,6 @@ class KaldiEntry(NamedTuple):
     text: str
     speaker: str
     lang: str
-
-
-def c_sorted(keys: Iterable[str]) -> List[str]:
-    """Keys in C-locale order (``LC_ALL=C sort``): by UTF-8 bytes."""
-    return sorted(keys, key=lambda k: k.encode("utf-8"))
 
 
 def write_kaldi_dir(path, entries: Iterable[KaldiEntry]) -> None:
@@ -47,16 +43,12 @@ def write_kaldi_dir(path, entries: Iterable[KaldiEntry]) -> None:
         if "\n" in e.text or not e.text.strip():
             raise ValueError(f"{path}: transcript of utterance {e.uttid} is empty or has a newline")
         by_id[e.uttid] = e
-    keys = c_sorted(by_id)
-    table = lambda field: "".join(f"{k} {getattr(by_id[k], field)}\n" for k in keys)  # noqa: E731
-    atomic_write_text(path / "wav.scp", table("wav"))
-    atomic_write_text(path / "text", table("text"))
-    atomic_write_text(path / "utt2spk", table("speaker"))
-    atomic_write_text(path / "utt2lang", table("lang"))
-    spk2utt: Dict[str, List[str]] = {}
-    for k in keys:
-        spk2utt.setdefault(by_id[k].speaker, []).append(k)
-    atomic_write_text(path / "spk2utt", "".join(f"{s} {' '.join(spk2utt[s])}\n" for s in c_sorted(spk2utt)))
+    DataDir(
+        wav={k: e.wav for k, e in by_id.items()},
+        text={k: e.text for k, e in by_id.items()},
+        utt2spk={k: e.speaker for k, e in by_id.items()},
+        extra={"utt2lang": {k: e.lang for k, e in by_id.items()}},
+    ).save(path)
 
 
 def write_lang_list(path, codes: List[str]) -> None:
