@@ -16,6 +16,7 @@ the one decoded alone.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,9 @@ class LLMASRModel(AbsESPnetModel):
             weighted inside the projector; 1.0 keeps the paper's weights).
         extract_feats_in_collect_stats: ESPnet's flag; ``False`` lets the
             shape-statistics stage run without building the LLM.
+        max_nonfinite_batches: a batch whose loss is NaN/inf is skipped (zero
+            gradient, counted as ``nonfinite`` in the stats); this many in a
+            row stop training with an error, the last saved checkpoint intact.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class LLMASRModel(AbsESPnetModel):
         lang_list: Optional[Sequence[str]] = None,
         aux_loss_weight: float = 1.0,
         extract_feats_in_collect_stats: bool = True,
+        max_nonfinite_batches: int = 20,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -63,6 +68,8 @@ class LLMASRModel(AbsESPnetModel):
         self.lang_list = list(lang_list) if lang_list else []
         self.aux_loss_weight = aux_loss_weight
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
+        self.max_nonfinite_batches = max_nonfinite_batches
+        self._nonfinite_in_a_row = 0
 
     # ------------------------------------------------------- checkpoints
     def _frozen_prefixes(self) -> List[str]:
@@ -190,11 +197,31 @@ class LLMASRModel(AbsESPnetModel):
         acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
         aux = proj.aux_loss * self.aux_loss_weight
         loss = loss_ce + aux
+        reported = loss.detach()  # NaN/inf values are left out of ESPnet's epoch averages
+        loss, nonfinite = self._guard_nonfinite(loss)
 
-        stats = dict(loss=loss.detach(), loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach())
+        stats = dict(loss=reported, loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach(),
+                     nonfinite=torch.tensor(float(nonfinite), device=loss.device))
         stats.update(self.routing_stats(proj, text_lengths))
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight
+
+    def _guard_nonfinite(self, loss: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """Replace a NaN/inf loss by a zero loss with zero gradients (the batch is skipped)."""
+        if torch.isfinite(loss):
+            self._nonfinite_in_a_row = 0
+            return loss, False
+        self._nonfinite_in_a_row += 1
+        if self._nonfinite_in_a_row >= self.max_nonfinite_batches:
+            raise RuntimeError(
+                f"{self._nonfinite_in_a_row} batches in a row had a NaN/inf loss: stopping. "
+                "The last saved checkpoint is intact; lower the learning rate or check the data "
+                "(python -m espnet_llm_asr.bin.validate_data_dir)."
+            )
+        logging.warning(f"non-finite loss ({loss.item()}): batch skipped "
+                        f"({self._nonfinite_in_a_row} in a row, limit {self.max_nonfinite_batches})")
+        zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad and p.isfinite().all())
+        return zero, True
 
     @staticmethod
     def routing_stats(proj: ProjectorOutput, text_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:

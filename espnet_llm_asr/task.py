@@ -26,13 +26,13 @@ from espnet_llm_asr._compat import import_espnet
 _abs_task = import_espnet("espnet2.tasks.abs_task")
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 from espnet2.train.collate_fn import CommonCollateFn  # noqa: E402
-from espnet2.train.trainer import Trainer  # noqa: E402
 from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
 from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
 from espnet_llm_asr.llm import CausalLLM  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
+from espnet_llm_asr.trainer import AtomicCheckpointTrainer  # noqa: E402
 
 frontend_choices = ClassChoices(
     name="frontend",
@@ -99,7 +99,7 @@ class LLMASRTask(_abs_task.AbsTask):
 
     num_optimizers: int = 1
     class_choices_list = [frontend_choices]
-    trainer = Trainer
+    trainer = AtomicCheckpointTrainer
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
