@@ -128,3 +128,62 @@ def test_dumped_features_equal_on_the_fly(assets):
                        "--out_dir", str(out), "--nj", "2"], cwd=root)
     assert "already done" in proc.stderr
     assert (out / "split2" / "feats.1.ark").stat().st_mtime == mtime
+
+
+def test_decoding_faults_and_resume(assets, monkeypatch):
+    """One failing utterance becomes an empty hypothesis listed in `failed`; a job killed
+    mid-way decodes only the missing utterances when re-run."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.bin import llm_asr_inference as inf
+    from espnet_llm_asr.inference import Speech2Text
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, "mono")
+    out = root / "exp_faults"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0",
+                         "--max_epoch", "1", "--num_iters_per_epoch", "1", *data_args(data)])
+    bad_len = int(1.0 * 16000)  # UTTS[1] is 1.0 s long
+    decoded = []
+    real_batch = Speech2Text.batch
+
+    def flaky_batch(self, speeches, langs=None):
+        if any(len(s) == bad_len for s in speeches):
+            raise RuntimeError("simulated CUDA OOM")
+        decoded.extend(len(s) for s in speeches)
+        return real_batch(self, speeches, langs)
+
+    monkeypatch.setattr(Speech2Text, "batch", flaky_batch)
+    cmd = ["--asr_train_config", str(out / "config.yaml"), "--asr_model_file", str(out / "1epoch.pth"),
+           "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
+           "--data_path_and_name_and_type", f"{data / 'utt2lang'},lang,text",
+           "--output_dir", str(root / "dec_faults"), "--batch_size", "1", "--num_workers", "0"]
+    inf.main(cmd)
+    res = root / "dec_faults" / "1best_recog"
+    text = dict((ln.split(" ", 1) + [""])[:2] for ln in (res / "text").read_text().splitlines())
+    assert sorted(text) == sorted(u for u, *_ in UTTS)
+    assert text[UTTS[1][0]] == ""
+    assert (res / "failed").read_text().startswith(f"{UTTS[1][0]} RuntimeError: simulated CUDA OOM")
+
+    # a crash after the first utterance: the re-run decodes only the other two
+    monkeypatch.setattr(Speech2Text, "batch", real_batch)
+    calls = []
+
+    def crash_after_one(self, speeches, langs=None):
+        if calls:
+            raise KeyboardInterrupt  # like a kill: not caught as a decoding fault
+        calls.append(len(speeches))
+        return real_batch(self, speeches, langs)
+
+    monkeypatch.setattr(Speech2Text, "batch", crash_after_one)
+    cmd[cmd.index(str(root / "dec_faults"))] = str(root / "dec_resume")
+    with pytest.raises(KeyboardInterrupt):
+        inf.main(cmd)
+    res = root / "dec_resume" / "1best_recog"
+    assert not (res / "text").exists() and len((res / ".partial.jsonl").read_text().splitlines()) == 1
+    decoded.clear()
+    monkeypatch.setattr(Speech2Text, "batch", flaky_batch)
+    bad_len = -1  # nothing fails now
+    inf.main(cmd)
+    assert len(decoded) == 2
+    assert len((res / "text").read_text().splitlines()) == 3 and not (res / ".partial.jsonl").exists()

@@ -9,13 +9,18 @@
 
 Writes Kaldi-style files under ``<output_dir>/1best_recog/``: ``text``,
 ``token`` (LLM token ids), ``score``, and ``gates`` (MoEs: the utterance's
-expert weights) or ``cif_count`` (CIF: number of fired vectors).  Files are
-written under a temporary name and renamed when complete.
+expert weights) or ``cif_count`` (CIF: number of fired vectors), plus
+``failed`` (utterances whose decoding raised: they get an empty hypothesis,
+so scoring counts them as deletions).  Files are written under a temporary
+name and renamed when complete; a re-run after a crash decodes only the
+utterances missing from ``.partial.jsonl``.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
 import logging
 import sys
 import time
@@ -102,7 +107,52 @@ def _collate(data):
     return keys, batch
 
 
+def _decode_batch(s2t: Speech2Text, keys, speeches, langs) -> List[Dict]:
+    """Decode a batch; if it fails, decode its utterances one by one so that only
+    the bad one is lost (it gets an empty hypothesis and an ``error``)."""
+    try:
+        hyps = s2t.batch(speeches, langs)
+        return [dict(key=k, hyp=h, error=None) for k, h in zip(keys, hyps)]
+    except Exception as e:  # noqa: BLE001 - any failure of one utterance must not kill the job
+        if len(keys) > 1:
+            logging.warning(f"batch {keys[0]}..{keys[-1]} failed ({e}); decoding its utterances one by one")
+        out = []
+        for i, key in enumerate(keys):
+            try:
+                out.append(dict(key=key, hyp=s2t.batch([speeches[i]], None if langs is None else [langs[i]])[0],
+                                error=None))
+            except Exception as e1:  # noqa: BLE001
+                logging.error(f"utterance {key}: decoding failed: {type(e1).__name__}: {e1}")
+                out.append(dict(key=key, hyp=None, error=f"{type(e1).__name__}: {e1}"))
+        return out
+
+
+def _record(key: str, hyp, error: Optional[str]) -> Dict:
+    if hyp is None:
+        return dict(key=key, text="", tokens=[], score=float("-inf"), gates=None, cif_count=None, error=error)
+    return dict(key=key, text=hyp.text, tokens=hyp.tokens, score=hyp.score, gates=hyp.gates,
+                cif_count=hyp.cif_count, error=None)
+
+
+def _write_outputs(out_dir: Path, records: List[Dict]) -> None:
+    """Kaldi-style files from the per-utterance records, each written atomically."""
+    records = sorted(records, key=lambda r: r["key"].encode())
+    files = {
+        "text": [f"{r['key']} {r['text']}".rstrip() for r in records],
+        "token": [f"{r['key']} {' '.join(map(str, r['tokens']))}".rstrip() for r in records],
+        "score": [f"{r['key']} {r['score']:.6f}" for r in records],
+        "gates": [f"{r['key']} {' '.join(f'{g:.6f}' for g in r['gates'])}" for r in records if r["gates"]],
+        "cif_count": [f"{r['key']} {r['cif_count']}" for r in records if r["cif_count"] is not None],
+        "failed": [f"{r['key']} {r['error']}" for r in records if r["error"]],
+    }
+    for name, lines in files.items():
+        if lines or name == "failed":
+            atomic_write_text(out_dir / name, "".join(ln + "\n" for ln in lines))
+
+
 def inference(args: argparse.Namespace) -> None:
+    """Decode, appending each utterance's result to ``1best_recog/.partial.jsonl``
+    as it is done; a re-run after a crash decodes only the missing utterances."""
     device = "cuda" if args.ngpu > 0 else "cpu"
     s2t = Speech2Text(
         exp_dir=args.exp_dir, config=args.asr_train_config, model_file=args.asr_model_file,
@@ -110,31 +160,45 @@ def inference(args: argparse.Namespace) -> None:
         max_tokens_per_second=args.max_tokens_per_second, repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size, length_penalty=args.length_penalty,
     )
+    out_dir = Path(args.output_dir) / "1best_recog"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / ".partial.jsonl"
+    records: Dict[str, Dict] = {}
+    if partial.exists():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by the crash: decode that utterance again
+            records[rec["key"]] = rec
+        logging.info(f"resuming: {len(records)} utterances already decoded in {partial}")
     triplets = _parse_triplets(args.data_path_and_name_and_type)
-    lines: Dict[str, List[str]] = {"text": [], "token": [], "score": [], "gates": [], "cif_count": []}
     n_utts, audio_s, start = 0, 0.0, time.perf_counter()
     batches = build_iterator(triplets, args.key_file, args.batch_size, args.num_workers, s2t.lang_list)
-    for keys, batch in batches:
-        langs: Optional[List[str]] = None
-        if "lang" in batch:
-            langs = [s2t.lang_list[int(x[0])] for x in batch["lang"]]
-        hyps = s2t.batch(batch["speech"], langs)
-        for key, hyp, speech in zip(keys, hyps, batch["speech"]):
-            lines["text"].append(f"{key} {hyp.text}".rstrip())
-            lines["token"].append(f"{key} {' '.join(map(str, hyp.tokens))}".rstrip())
-            lines["score"].append(f"{key} {hyp.score:.6f}")
-            if hyp.gates is not None:
-                lines["gates"].append(f"{key} {' '.join(f'{g:.6f}' for g in hyp.gates)}")
-            if hyp.cif_count is not None:
-                lines["cif_count"].append(f"{key} {hyp.cif_count}")
-            audio_s += speech.shape[0] / (16000 if speech.ndim == 1 else 50)
-            logging.info(f"{key}: {hyp.text}")
-        n_utts += len(keys)
+    with partial.open("a", encoding="utf-8") as log_f:
+        for keys, batch in batches:
+            todo = [i for i, k in enumerate(keys) if k not in records]
+            if not todo:
+                continue
+            speeches = [batch["speech"][i] for i in todo]
+            langs: Optional[List[str]] = None
+            if "lang" in batch:
+                langs = [s2t.lang_list[int(batch["lang"][i][0])] for i in todo]
+            for result, speech in zip(_decode_batch(s2t, [keys[i] for i in todo], speeches, langs), speeches):
+                rec = _record(result["key"], result["hyp"], result["error"])
+                records[rec["key"]] = rec
+                log_f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                audio_s += speech.shape[0] / (16000 if speech.ndim == 1 else 50)
+                logging.info(f"{rec['key']}: {rec['text']}" + (f" [FAILED: {rec['error']}]" if rec["error"] else ""))
+            log_f.flush()
+            os.fsync(log_f.fileno())
+            n_utts += len(todo)
     elapsed = time.perf_counter() - start
-    out_dir = Path(args.output_dir) / "1best_recog"
-    for name, content in lines.items():
-        if content:
-            atomic_write_text(out_dir / name, "\n".join(content) + "\n")
+    _write_outputs(out_dir, list(records.values()))
+    partial.unlink()
+    failed = sum(1 for r in records.values() if r["error"])
+    if failed:
+        logging.warning(f"{failed} utterance(s) failed and were written as empty hypotheses; see {out_dir}/failed")
     logging.info(
         f"decoded {n_utts} utterances ({audio_s:.1f} s of audio) in {elapsed:.1f} s: "
         f"RTF {elapsed / max(audio_s, 1e-9):.3f}"
