@@ -94,3 +94,20 @@ def test_runaway_cap_forces_eos(models):
     hyps, _, _ = model.generate(feats, lengths, torch.tensor([[0], [1]]), max_new_tokens=40,
                                 max_tokens_per_second=10, min_new_tokens_cap=1)
     assert len(hyps[0]) <= 10 and len(hyps[1]) <= 2
+
+
+def test_tokenizer_that_does_not_match_the_llm(models, tmp_path):
+    import shutil
+
+    from espnet_llm_asr import tiny_models
+    from espnet_llm_asr.llm import CausalLLM
+
+    big = tmp_path / "big_tokenizer"
+    tiny_models.train_tokenizer(["".join(chr(c) for c in range(0x0900, 0x097F))] * 3
+                                + ["".join(chr(c) for c in range(0x0B80, 0x0BFF))] * 3, big)
+    llm = tmp_path / "llm"
+    shutil.copytree(models["llm"], llm)
+    for f in big.iterdir():
+        shutil.copy(f, llm / f.name)
+    with pytest.raises(ValueError, match="tokenizer and LLM do not match"):
+        CausalLLM(str(llm))
