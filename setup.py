@@ -20,7 +20,7 @@ install_requires = [
 ]
 
 extras_require = {
-    "test": ["pytest"],
+    "test": ["pytest", "peft"],  # peft: the LoRA path is tested too
     "lora": ["peft"],
 }
 

@@ -111,3 +111,21 @@ def test_tokenizer_that_does_not_match_the_llm(models, tmp_path):
         shutil.copy(f, llm / f.name)
     with pytest.raises(ValueError, match="tokenizer and LLM do not match"):
         CausalLLM(str(llm))
+
+
+def test_lora_trains_adapters_only_and_saves_them(models):
+    model = _model(models, lora_conf={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if "lora_" in n}
+    assert lora and trainable - lora == {n for n in trainable if n.startswith("frontend.projector.")}
+    state = model.state_dict()
+    assert set(state) == trainable  # LoRA weights are saved with the projector, the base LLM is not
+    model.train()
+    modes = {n: m.training for n, m in model.llm.model.named_modules() if n}
+    assert not any(t for n, t in modes.items() if "lora_" not in n)  # the frozen base stays in eval
+    assert all(t for n, t in modes.items() if n.endswith(("lora_A", "lora_B")))
+    feats, text = torch.randn(1, 20, 8), torch.tensor([[5, 6]])
+    loss, _, _ = model(feats, torch.tensor([20]), text, torch.tensor([2]), torch.tensor([[0]]))
+    loss.backward()
+    # lora_B starts at zero, so the first gradient reaches lora_B
+    assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in lora if "lora_B" in n)
