@@ -225,8 +225,8 @@ def parse_args(cmd=None) -> argparse.Namespace:
 def main(cmd=None):
     args = parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    torch.set_grad_enabled(False)
-    inference(args)
+    with torch.no_grad():  # not torch.set_grad_enabled(False): main() may run inside another program
+        inference(args)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,12 @@ def write_kaldi_dir(path, entries: Iterable[KaldiEntry]) -> None:
             raise ValueError(f"{path}: duplicate utterance id {e.uttid}")
         if not e.uttid.startswith(e.speaker):
             raise ValueError(f"{path}: utterance id {e.uttid} does not start with its speaker id {e.speaker}")
-        for name, value in (("uttid", e.uttid), ("speaker", e.speaker), ("lang", e.lang), ("wav", e.wav)):
+        for name, value in (("uttid", e.uttid), ("speaker", e.speaker), ("lang", e.lang)):
             if not value or any(c.isspace() for c in value):
                 raise ValueError(f"{path}: {name} {value!r} of utterance {e.uttid} is empty or has whitespace")
+        # a wav path may hold spaces: Kaldi/ESPnet read the rest of the line as the path
+        if not e.wav or "\n" in e.wav:
+            raise ValueError(f"{path}: wav path {e.wav!r} of utterance {e.uttid} is empty or has a newline")
         if "\n" in e.text or not e.text.strip():
             raise ValueError(f"{path}: transcript of utterance {e.uttid} is empty or has a newline")
         by_id[e.uttid] = e
