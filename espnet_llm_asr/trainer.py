@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from espnet2.train.trainer import Trainer
+
+from espnet_llm_asr.utils import atomic_path
 
 
 def atomic_torch_save(obj, f, *args, _save=torch.save, **kwargs):
     """``torch.save`` that writes paths atomically (file objects pass through)."""
     if not isinstance(f, (str, os.PathLike)):
         return _save(obj, f, *args, **kwargs)
-    path = Path(f)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(f) as tmp:
         _save(obj, tmp, *args, **kwargs)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

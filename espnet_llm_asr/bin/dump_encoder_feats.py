@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from espnet_llm_asr.data_io import read_wav_scp, load_mono_16k
-from espnet_llm_asr.utils import atomic_write_text
+from espnet_llm_asr.utils import atomic_path, atomic_write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -63,10 +62,9 @@ def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path
         logging.info(f"shard {job_id}: already done, skipped")
         return
     ark = split_dir / f"feats.{job_id}.ark"
-    tmp_ark = split_dir / f".feats.{job_id}.ark.tmp"
     scp_lines, shape_lines = [], []
     start = time.perf_counter()
-    with open(tmp_ark, "wb") as f:
+    with atomic_path(ark) as tmp_ark, open(tmp_ark, "wb") as f:
         for b in range(0, len(keys), batch_size):
             batch_keys = keys[b: b + batch_size]
             waves = [load_mono_16k(wavs[k], k) for k in batch_keys]
@@ -84,9 +82,6 @@ def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path
                 scp_lines.append(f"{key} {ark.resolve()}:{offset}")
                 shape_lines.append(f"{key} {mat.shape[0]},{mat.shape[1]}")
             logging.info(f"shard {job_id}: {min(b + batch_size, len(keys))}/{len(keys)} utterances")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_ark, ark)
     atomic_write_text(split_dir / f"feats.{job_id}.scp", "".join(ln + "\n" for ln in scp_lines))
     atomic_write_text(split_dir / f"feats_shape.{job_id}", "".join(ln + "\n" for ln in shape_lines))
     atomic_write_text(done, f"{len(keys)}\n")
