@@ -107,7 +107,7 @@ def format_data_dir(src, dst, nj: int = 1, fix_data: bool = False) -> Dict[str, 
     from espnet_llm_asr.validate import validate_data_dir
 
     src, dst = Path(src), Path(dst)
-    report = validate_data_dir(src, max_duration=None, need_sample_rate=None)
+    report = validate_data_dir(src)  # wrong rate / channels are converted below, not errors
     data = DataDir.load(src)
     dropped = dict(report.problems)
     if dropped and not fix_data:

@@ -99,7 +99,7 @@ def _check_audio(path: str, max_duration: Optional[float], require_16k_mono: boo
     return None, meta
 
 
-def validate_data_dir(path, max_duration: Optional[float] = None, need_sample_rate: Optional[int] = None,
+def validate_data_dir(path, max_duration: Optional[float] = None,
                       need_lang: bool = False, require_16k_mono: bool = False) -> ValidationReport:
     """Check a data dir; returns a :class:`ValidationReport` (nothing is modified)."""
     path = Path(path)
@@ -125,7 +125,7 @@ def validate_data_dir(path, max_duration: Optional[float] = None, need_sample_ra
         for k in sorted(set(wav) - set(lang)):
             report.add(k, f"no language id in {path / 'utt2lang'}")
     for k, p in sorted(wav.items()):
-        err, meta = _check_audio(p.strip(), max_duration, require_16k_mono or need_sample_rate is not None)
+        err, meta = _check_audio(p.strip(), max_duration, require_16k_mono)
         report.info[k] = meta
         if err:
             report.add(k, err)
