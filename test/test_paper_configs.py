@@ -1,0 +1,100 @@
+"""The papers' configurations (conf/paper/*.yaml, conf/decode_paper.yaml) are checked
+against the task's parser and the classes they configure WITHOUT building the 7-9B
+models, so a typo fails here and not after hours on a GPU machine."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs2" / "indic" / "asr1"
+PAPER = sorted((RECIPE / "conf" / "paper").glob("train_*.yaml"))
+WHISPER_LARGE_DIM, LLM_DIM = 1280, 3584          # reference.md §1: Whisper-large-v3; Gemma-2-9B / Qwen2.5-7B
+PARAMS = {"smear_moe": 52_983_300, "mono": 18_160_384}   # reference.md §2
+
+
+def _keys(fn, skip=("self",)):
+    """Named parameters of ``fn`` (``**kwargs`` excluded)."""
+    params = inspect.signature(fn).parameters
+    return {n for n, p in params.items() if n not in skip and p.kind is not p.VAR_KEYWORD}
+
+
+def test_paper_configs_exist():
+    names = {p.name for p in PAPER}
+    assert {"train_smear_moe_gemma2_9b.yaml", "train_mono_gemma2_9b.yaml", "train_moe_cif_qwen2_7b.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
+def test_paper_train_config(path, tmp_path):
+    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
+
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend
+    from espnet_llm_asr.llm import CausalLLM
+    from espnet_llm_asr.model import LLMASRModel
+    from espnet_llm_asr.projectors.build import build_projector, projector_conf_keys
+    from espnet_llm_asr.task import LLMASRTask
+
+    conf = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # 1. the task's own parser: unknown top-level keys and wrong types are errors there
+    args = LLMASRTask.get_parser().parse_args(
+        ["--config", str(path), "--llm", "google/gemma-2-9b", "--output_dir", str(tmp_path)])
+    assert args.frontend == conf["frontend"] and args.frontend in FRONTEND_CLASSES
+
+    # 2. nested confs against the signatures of what they configure
+    frontend_keys = projector_conf_keys(args.frontend).keys() | (_keys(ProjectorFrontend.__init__) - {"output_dim"})
+    assert set(args.frontend_conf) <= frontend_keys, set(args.frontend_conf) - frontend_keys
+    assert "output_dim" not in args.frontend_conf          # filled from the LLM by the task
+    assert set(args.llm_conf) <= _keys(CausalLLM.__init__), set(args.llm_conf) - _keys(CausalLLM.__init__)
+    model_keys = _keys(LLMASRModel.__init__) - {"frontend", "llm", "lang_list"}
+    assert set(args.model_conf) <= model_keys, set(args.model_conf) - model_keys
+    assert args.llm_conf.get("freeze", True) is True       # the papers keep the LLM frozen
+    assert args.llm_conf.get("dtype", "float32") in ("float32", "bfloat16", "float16")
+
+    # 3. optimizer and schedule, built on a dummy parameter
+    assert args.optim in optim_classes and args.scheduler in scheduler_classes
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = optim_classes[args.optim]([w], **args.optim_conf)
+    sched = scheduler_classes[args.scheduler](opt, **args.scheduler_conf)
+    if "lora" not in path.stem:                            # SMEAR: warm-up 10k steps, linear decay to 200k
+        assert args.optim == "adamw" and args.optim_conf == {"lr": 1e-3, "weight_decay": 0.0}
+        lrs = sched.get_lr
+        sched.last_epoch = 10_000 - 1
+        assert lrs()[0] == pytest.approx(1e-3)
+        sched.last_epoch = 105_000 - 1
+        assert lrs()[0] == pytest.approx(5e-4)
+        assert args.num_iters_per_epoch * args.max_epoch == 200_000
+        assert args.batch_size * args.accum_grad == 56        # 7 utterances x 8 GPUs
+    else:
+        assert args.llm_conf["lora_conf"]["r"] == 16
+
+    # 4. the projector at the papers' sizes, on the meta device (no memory): paper parameter counts
+    with torch.device("meta"):
+        proj = build_projector(args.frontend, WHISPER_LARGE_DIM, LLM_DIM,
+                               **{k: v for k, v in args.frontend_conf.items()
+                                  if k not in ("encoder", "encoder_conf", "input_dim")})
+    n = sum(p.numel() for p in proj.parameters())
+    if args.frontend in PARAMS:
+        assert n == PARAMS[args.frontend], (args.frontend, n)
+
+
+def test_paper_decode_config_matches_reference():
+    from espnet_llm_asr.bin.llm_asr_inference import get_parser
+
+    conf = yaml.safe_load((RECIPE / "conf" / "decode_paper.yaml").read_text(encoding="utf-8"))
+    dests = {a.dest for a in get_parser()._actions}
+    assert set(conf) <= dests, set(conf) - dests
+    # reference.md §1, SMEAR decoding (the diverse-beam groups are not available, see the yaml)
+    assert conf == {"num_beams": 4, "max_new_tokens": 200, "repetition_penalty": 1.3, "length_penalty": 0.8}
+
+
+def test_run_paper_sh_names_existing_configs():
+    script = (RECIPE / "run_paper.sh").read_text(encoding="utf-8")
+    assert subprocess.run(["bash", "-n", str(RECIPE / "run_paper.sh")]).returncode == 0
+    for token in script.split():
+        if token.startswith("conf/") and token.endswith(".yaml"):
+            assert (RECIPE / token.rstrip(";")).is_file(), token
