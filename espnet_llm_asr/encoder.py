@@ -199,7 +199,10 @@ class WhisperEncoder(nn.Module):
 
         if dtype not in DTYPES:
             raise ValueError(f"encoder_conf.dtype: unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        from espnet_llm_asr.llm import check_remote_code
+
         model_dir = resolve_model_dir(str(model_name_or_path))
+        check_remote_code(str(model_dir), trust_remote_code, "frontend_conf.encoder_conf.trust_remote_code")
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         if config.model_type != "whisper":
             raise ValueError(

@@ -124,9 +124,10 @@ def encoder_output_size(name_or_path: str, trust_remote_code: bool = False) -> i
     """Feature size of a Whisper encoder, read from its config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from espnet_llm_asr.llm import check_model_path
+    from espnet_llm_asr.llm import check_model_path, check_remote_code
 
     check_model_path(name_or_path, "frontend_conf.encoder")
+    check_remote_code(name_or_path, trust_remote_code, "frontend_conf.encoder_conf.trust_remote_code")
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     return int(getattr(config, "d_model", None) or config.hidden_size)
 

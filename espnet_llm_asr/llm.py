@@ -19,6 +19,7 @@ template instead.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -62,6 +63,70 @@ def check_model_path(name_or_path: str, key: str) -> None:
         raise FileNotFoundError(f"{key}: checkpoint directory {name_or_path!r} does not exist")
 
 
+def _local_json(name_or_path: str, filename: str) -> Optional[dict]:
+    """``filename`` of a local dir, or of a hub name already in the HF cache (None if absent)."""
+    path = Path(name_or_path).expanduser() / filename
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, filename)
+        except Exception:  # not a valid repo id
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # transformers reports unreadable configs itself
+
+
+def custom_code_reason(name_or_path: str) -> Optional[str]:
+    """Why loading ``name_or_path`` would run Python code shipped with the checkpoint, or None.
+
+    Only the JSON files are read (nothing is imported): custom code is needed
+    when ``config.json`` has an ``auto_map`` for a ``model_type`` this
+    ``transformers`` does not know, or ``tokenizer_config.json`` maps
+    ``AutoTokenizer`` to a tokenizer class it does not know.  An ``auto_map``
+    next to a built-in model type is ignored by ``transformers`` when
+    ``trust_remote_code`` is false (the built-in class is used).
+    """
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    config = _local_json(name_or_path, "config.json") or {}
+    model_type = config.get("model_type")
+    if config.get("auto_map") and model_type not in CONFIG_MAPPING:
+        return (f"config.json auto_map {sorted(config['auto_map'])} for model_type {model_type!r}, "
+                f"unknown to transformers {transformers.__version__}")
+    tok_config = _local_json(name_or_path, "tokenizer_config.json") or {}
+    auto_map = tok_config.get("auto_map")
+    if isinstance(auto_map, dict):
+        auto_map = auto_map.get("AutoTokenizer")
+    if auto_map:
+        from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+        name = tok_config.get("tokenizer_class") or ""
+        known = name and any(tokenizer_class_from_name(n) is not None
+                             for n in {name, name + "Fast", name.removesuffix("Fast")})
+        if not known:
+            return f"tokenizer_config.json auto_map AutoTokenizer -> {auto_map} (tokenizer_class {name!r})"
+    return None
+
+
+def check_remote_code(name_or_path: str, trust_remote_code: bool, key: str) -> None:
+    """One-line error naming ``key`` when the checkpoint needs custom code that is not allowed."""
+    if trust_remote_code:
+        return
+    reason = custom_code_reason(name_or_path)
+    if reason:
+        raise ValueError(
+            f"{key} is false but {name_or_path!r} needs custom code ({reason}): "
+            f"set {key}: true if you trust it"
+        )
+
+
 class CausalLLM(torch.nn.Module):
     """A (frozen) Hugging Face causal LM used as the ASR decoder.
 
@@ -93,6 +158,7 @@ class CausalLLM(torch.nn.Module):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_model_path(model_name_or_path, "llm")
+        check_remote_code(model_name_or_path, trust_remote_code, "llm_conf.trust_remote_code")
         self.model_name_or_path = model_name_or_path
         kwargs = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype))
         if attn_implementation is not None:
@@ -103,10 +169,10 @@ class CausalLLM(torch.nn.Module):
             )
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
         except ValueError as e:
-            if "trust_remote_code" in str(e) and not trust_remote_code:
+            if "trust_remote_code" in str(e) and not trust_remote_code:  # a case the check missed
                 raise ValueError(
-                    f"llm: {model_name_or_path!r} needs custom code; set "
-                    "llm_conf.trust_remote_code: true if you trust it"
+                    f"llm_conf.trust_remote_code is false but {model_name_or_path!r} needs custom code: "
+                    "set llm_conf.trust_remote_code: true if you trust it"
                 ) from e
             raise
         vocab = model.get_input_embeddings().num_embeddings

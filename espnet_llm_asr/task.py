@@ -63,6 +63,9 @@ class LLMASRPreprocessor:
     def __init__(self, tokenizer_path: str, lang_list: List[str], trust_remote_code: bool = False):
         from transformers import AutoTokenizer
 
+        from espnet_llm_asr.llm import check_remote_code
+
+        check_remote_code(tokenizer_path, trust_remote_code, "llm_conf.trust_remote_code")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code)
         self.lang2id = {lang: i for i, lang in enumerate(lang_list)}
 
