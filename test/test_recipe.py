@@ -72,3 +72,56 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     proc = _run(recipe, "--stage", "12", "--stop_stage", "13", "--redo", "true", *FAST)
     assert "Stage 11" not in proc.stdout and "Stage 12: decoding test" in proc.stdout
     assert (decode / "test" / "text").stat().st_mtime_ns != before[1]
+
+
+def test_bad_data_stops_stage3_or_is_dropped_with_fix_data(tmp_path):
+    """Stage 3 on a corrupted train set: stops naming each bad utterance and file;
+    with --fix_data true drops them, lists each with its reason, and stage 4 finishes."""
+    import numpy as np
+    import soundfile
+
+    recipe = _bengali_recipe(tmp_path)
+    _run(recipe, "--stage", "1", "--stop_stage", "1", *FAST)
+    data = recipe / "data" / "train"
+    scp = dict(ln.split(" ", 1) for ln in (data / "wav.scp").read_text(encoding="utf-8").splitlines())
+    text = dict((ln.split(" ", 1) + [""])[:2] for ln in (data / "text").read_text(encoding="utf-8").splitlines())
+    ids = sorted(scp)
+    bad = recipe / "bad wavs"
+    bad.mkdir()
+    wave, sr = soundfile.read(scp[ids[3]], dtype="float32")
+    text[ids[0]] = "   "                                      # empty transcript
+    scp[ids[1]] = str(bad / "gone.wav")                       # missing file
+    soundfile.write(bad / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    scp[ids[2]] = str(bad / "empty.wav")                      # zero-length audio
+    (bad / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    scp[ids[3]] = str(bad / "broken.wav")                     # unreadable
+    soundfile.write(bad / "stereo 8k.wav", np.stack([wave[::2], wave[::2]], 1), sr // 2)
+    scp[ids[4]] = str(bad / "stereo 8k.wav")                  # converted by sox, kept
+    (data / "wav.scp").write_text("".join(f"{u} {scp[u]}\n" for u in ids), encoding="utf-8")
+    (data / "text").write_text("".join(f"{u} {text[u]}\n" for u in ids), encoding="utf-8")
+    expected = {ids[0]: ("empty transcript", "data/train/text"), ids[1]: ("does not exist", "gone.wav"),
+                ids[2]: ("zero length", "empty.wav"), ids[3]: ("unreadable", "broken.wav")}
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["./run.sh", "--stage", "2", "--stop_stage", "4", *FAST], cwd=recipe, env=env,
+                          capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    for uid, (reason, file) in expected.items():
+        line = next((ln for ln in log.splitlines() if f"utterance {uid}:" in ln), "")
+        assert reason in line and file in line, (uid, log[-3000:])
+    assert "--fix_data true" in log and "Stage 4" not in log
+    assert not (recipe / "dump" / "raw" / "train" / "wav.scp").exists()
+
+    _run(recipe, "--stage", "2", "--stop_stage", "4", "--fix_data", "true", *FAST)
+    dump = recipe / "dump" / "raw" / "train"
+    for name in ("wav.scp", "text", "utt2spk", "utt2lang"):
+        kept = {ln.split()[0] for ln in (dump / name).read_text(encoding="utf-8").splitlines()}
+        assert kept == set(ids) - set(expected), name
+    report = dict(ln.split(" ", 1) for ln in (dump / "dropped_format").read_text(encoding="utf-8").splitlines())
+    assert set(report) == set(expected)
+    for uid, (reason, file) in expected.items():
+        assert reason in report[uid] and file in report[uid], report[uid]
+    converted = dict(ln.split(" ", 1) for ln in (dump / "wav.scp").read_text(encoding="utf-8").splitlines())[ids[4]]
+    info = soundfile.info(converted)
+    assert (info.samplerate, info.channels) == (16000, 1)
