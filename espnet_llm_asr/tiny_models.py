@@ -161,6 +161,18 @@ def build_tiny_whisper(
 
 
 # ---------------------------------------------------------------------- tokenizer
+def prompt_text_lines() -> List[str]:
+    """The text of the default LLM prompt without its placeholders, one line per prompt line.
+
+    ``["USER: Transcribe speech to text.", " ASSISTANT:"]``: added to a tiny
+    tokenizer's training text so the prompt becomes a few whole-word tokens.
+    """
+    from espnet_llm_asr.llm import DEFAULT_PROMPT
+
+    text = DEFAULT_PROMPT.replace("{speech}", "").replace("{lang_instruction}", "")
+    return [line for line in text.split("\n") if line.strip()]
+
+
 def _spm_train(lines: List[str], model_type: str, vocab_size: Optional[int]):
     """Train sentencepiece in memory (deterministic: one thread); returns a SentencePieceProcessor."""
     import sentencepiece as spm
@@ -383,6 +395,7 @@ def pretrain_causal_lm(
 
 
 # ---------------------------------------------------------------------- encoder (CTC)
+CTC_HEAD_FILE = "ctc_head.pt"  # CTC head of the pretrained tiny encoder, in its model dir
 def build_charset(texts: Iterable[str]) -> List[str]:
     """Sorted distinct characters (code points) of ``texts``; the space is one of them."""
     return sorted(set("".join(texts)))
@@ -395,10 +408,13 @@ def _whisper_model_class(config):
     return WhisperModel if arch == "WhisperModel" else WhisperForConditionalGeneration
 
 
-def save_whisper_encoder(whisper_dir: PathLike, encoder_state: Dict[str, torch.Tensor], out_dir: PathLike) -> Path:
+def save_whisper_encoder(whisper_dir: PathLike, encoder_state: Dict[str, torch.Tensor], out_dir: PathLike,
+                         extra: Optional[Dict[str, object]] = None) -> Path:
     """Write ``whisper_dir`` with its encoder weights replaced by ``encoder_state`` to ``out_dir`` (atomically).
 
-    The checkpoint's other files (feature extractor, tokenizer, ...) are copied along.
+    The checkpoint's other files (feature extractor, tokenizer, ...) are copied
+    along, except a stale ``ctc_head.pt``; ``extra`` maps file names to objects
+    written with ``torch.save`` into the same directory.
     """
     from transformers import AutoConfig
 
@@ -413,9 +429,11 @@ def save_whisper_encoder(whisper_dir: PathLike, encoder_state: Dict[str, torch.T
     weights = (".safetensors", ".bin", ".index.json")
     with atomic_dir(out_dir) as tmp:
         for f in whisper_dir.iterdir():
-            if f.is_file() and not f.name.endswith(weights):
+            if f.is_file() and not f.name.endswith(weights) and f.name != CTC_HEAD_FILE:
                 shutil.copy2(f, tmp / f.name)
         model.save_pretrained(tmp)
+        for name, obj in (extra or {}).items():
+            torch.save(obj, tmp / name)
     return Path(out_dir)
 
 
@@ -456,7 +474,9 @@ def pretrain_whisper_encoder_ctc(
 
     Features come from :class:`~espnet_llm_asr.encoder.WhisperEncoder` with
     ``pad_to_30s=False, freeze=False``: the log-mel and masked encoder path
-    the ASR model runs.  The CTC head is dropped after training.
+    the ASR model runs.  The CTC head is saved next to the weights as
+    ``ctc_head.pt`` (``{"weight", "bias", "symbols"}``; ignored by
+    Whisper loaders), for the CTC-only diagnostic :func:`ctc_greedy_decode`.
 
     Returns:
         ``first_loss`` / ``last_loss`` (per-character CTC, means over the
@@ -510,9 +530,45 @@ def pretrain_whisper_encoder_ctc(
                             losses[-1], min(log_every, len(losses)), np.mean(losses[-log_every:]), schedule(step))
     state = {k: v.detach().cpu() for k, v in encoder.encoder.state_dict().items()}
     target = Path(out_dir) if out_dir is not None else Path(whisper_dir)
-    save_whisper_encoder(whisper_dir, state, target)
+    head_state = {"weight": head.weight.detach().cpu(), "bias": head.bias.detach().cpu(), "symbols": symbols}
+    save_whisper_encoder(whisper_dir, state, target, extra={CTC_HEAD_FILE: head_state})
     result = _loss_summary(losses)
     result["num_symbols"] = len(symbols)
     logger.info("CTC pretraining done: loss %.4f -> %.4f, encoder saved to %s",
                 result["first_loss"], result["last_loss"], target)
     return result
+
+
+@torch.no_grad()
+def ctc_greedy_decode(whisper_dir: PathLike, waves: Sequence[np.ndarray], batch_size: int = 16,
+                      device: str = "cpu") -> List[str]:
+    """Best-path CTC transcripts of ``waves`` (16 kHz float arrays) by the encoder and its saved CTC head.
+
+    A diagnostic of the pretrained encoder alone (no projector, no LLM): what
+    the frozen speech features carry.  Needs ``whisper_dir/ctc_head.pt``
+    (written by :func:`pretrain_whisper_encoder_ctc`).
+    """
+    from espnet_llm_asr.encoder import WhisperEncoder
+
+    head_file = Path(whisper_dir) / CTC_HEAD_FILE
+    if not head_file.is_file():
+        raise FileNotFoundError(f"{head_file} not found: only encoders pretrained by "
+                                "pretrain_whisper_encoder_ctc have a CTC head")
+    state = torch.load(head_file, map_location="cpu", weights_only=True)
+    symbols = state["symbols"]
+    encoder = WhisperEncoder(str(whisper_dir), pad_to_30s=False).to(device).eval()
+    head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(device)
+    head.load_state_dict({"weight": state["weight"], "bias": state["bias"]})
+    hyps: List[str] = []
+    for start in range(0, len(waves), batch_size):
+        speech, lengths = _pad_waves(waves[start:start + batch_size])
+        feats, feats_lengths = encoder(speech.to(device), lengths.to(device))
+        best = head(feats).argmax(dim=-1).cpu()  # (B, T)
+        for row, n in zip(best.tolist(), feats_lengths.tolist()):
+            out, prev = [], 0
+            for k in row[:n]:
+                if k != prev and k != 0:
+                    out.append(symbols[k - 1])
+                prev = k
+            hyps.append(" ".join("".join(out).split()))
+    return hyps

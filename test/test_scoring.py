@@ -222,6 +222,9 @@ def test_make_results_two_experiments(tmp_path):
     gates = {k: ([0.9, 0.1] if lang == "hi" else [0.15, 0.85]) for k, (lang, _) in REFS.items()}
     write_map(hyp_b / "gates", {k: " ".join(map(str, g)) for k, g in gates.items()})
     (hyp_b.parent.parent / "config.yaml").write_text("frontend: smear_moe\n")
+    (hyp_b.parent.parent / "images").mkdir()
+    for stat in ("loss", "acc"):  # what ESPnet's trainer plots
+        plot_routing_heatmap(np.eye(2), ["hi", "ta"], hyp_b.parent.parent / "images" / f"{stat}.png")
     score_dir(ref, hyp_a)
     score_dir(ref, hyp_b)
     shutil.copy(hyp_b / "gates", tmp_path / "gates_copy")
@@ -253,3 +256,6 @@ def test_make_results_two_experiments(tmp_path):
     assert png.stat().st_size > 1000
     assert "](exp/asr_smear/decode_x/test/routing_heatmap.png)" in text
     assert not (hyp_a / "routing_heatmap.png").exists()
+    # training curves of the experiment that has them, linked relative to RESULTS.md
+    assert "- training curves: [loss](exp/asr_smear/images/loss.png), [acc](exp/asr_smear/images/acc.png)" in text
+    assert text.count("- training curves:") == 1

@@ -123,10 +123,24 @@ def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
     assert result["last_loss"] < 0.5 * result["first_loss"], result
     # saved in place as a Whisper checkpoint (feature extractor kept), encoder weights changed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["whisper"]
+    assert (path / tiny_models.CTC_HEAD_FILE).is_file()
     assert (path / "preprocessor_config.json").is_file()
     after = WhisperEncoder(str(path)).encoder.state_dict()
     assert not torch.allclose(after["conv1.weight"], before["conv1.weight"])
     torch.testing.assert_close(after["embed_positions.weight"], before["embed_positions.weight"])
+    # the CTC head is kept beside the weights: CTC-only transcripts of the training tones
+    hyps = tiny_models.ctc_greedy_decode(path, [w for w, _ in utts], batch_size=5)
+    assert len(hyps) == len(utts) and all(set(h) <= set("कमल ") for h in hyps)
+    # best path collapses repeats and drops blanks: a head that always says symbol 2 gives it once
+    head = torch.load(path / tiny_models.CTC_HEAD_FILE, weights_only=True)
+    assert head["symbols"] == sorted("कमल ") and head["weight"].shape[0] == 5
+    head["weight"].zero_()
+    head["bias"] = torch.tensor([0.0, 0.0, 0.0, 9.0, 0.0])  # 0 = blank, k = symbols[k - 1]
+    torch.save(head, path / tiny_models.CTC_HEAD_FILE)
+    assert tiny_models.ctc_greedy_decode(path, [utts[0][0], utts[1][0]]) == [head["symbols"][2]] * 2
+    # a fresh encoder has no head: a clear error, not random output
+    with pytest.raises(FileNotFoundError, match="ctc_head.pt"):
+        tiny_models.ctc_greedy_decode(tiny_models.build_tiny_whisper(tmp_path / "fresh", **TINY_WHISPER), [utts[0][0]])
 
 
 def test_atomic_dir_keeps_the_old_dir_on_error(tmp_path):
@@ -183,9 +197,26 @@ def test_clis_build_and_pretrain_from_a_kaldi_dir(tmp_path, capsys):
                                "--data_dir", str(data), "--lr", "1e-3"])
     pretrain_tiny_models.main(["llm", "--config", str(conf), "--model_dir", str(out / "llm"),
                                "--text", str(data / "text"), "--steps", "3"])
+    pretrain_tiny_models.main(["ctc_decode", "--model_dir", str(out / "whisper"), "--data_dir", str(data),
+                               "--out", str(tmp_path / "ctc" / "text")])
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [r["what"] for r in results] == ["encoder", "llm"]
+    assert [r["what"] for r in results] == ["encoder", "llm", "ctc_decode"]
+    hyp_keys = [line.split(maxsplit=1)[0] for line in (tmp_path / "ctc" / "text").read_text().splitlines()]
+    assert hyp_keys == [f"utt{i}" for i in range(4)] and 0 <= results[2]["cer"] and results[2]["wer"] >= 0
+    results = results[:2]
     assert all(np.isfinite(r["first_loss"]) and np.isfinite(r["last_loss"]) for r in results)
+
+    # partial builds (the recipe rebuilds only what a config change touches) and section signatures
+    make_tiny_models.main(["--config", str(conf), "--out_dir", str(tmp_path / "lm_only"), "--parts", "tokenizer,llm",
+                           "--train_text", str(data / "text")])
+    assert sorted(p.name for p in (tmp_path / "lm_only").iterdir()) == ["llm", "tokenizer"]
+    with pytest.raises(SystemExit, match="unknown.*'decoder'"):
+        make_tiny_models.main(["--out_dir", str(out), "--parts", "decoder", "--train_text", str(data / "text")])
+    capsys.readouterr()
+    make_tiny_models.main(["--config", str(conf), "--print_config", "--sections", "seed,whisper"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert list(printed) == ["seed", "whisper"] and printed["whisper"]["d_model"] == TINY_WHISPER["d_model"]
+    assert tiny_models.prompt_text_lines() == ["USER: Transcribe speech to text.", " ASSISTANT:"]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("whisper: {d_modle: 8}\n", encoding="utf-8")

@@ -186,6 +186,16 @@ def _exp_label(exp_dir: Path) -> str:
     return exp_dir.name
 
 
+CURVES = ("loss", "acc", "aux_loss", "gate_entropy", "cif_len_ratio")  # ESPnet's <exp>/images/<stat>.png
+
+
+def training_curve_lines(exp_dir: Path, out_dir: Path) -> List[str]:
+    """Links to the training curves ESPnet's trainer plots into ``<exp>/images/`` (those that exist)."""
+    links = [f"[{name}]({_rel(exp_dir / 'images' / f'{name}.png', out_dir)})"
+             for name in CURVES if (exp_dir / "images" / f"{name}.png").is_file()]
+    return [f"- training curves: {', '.join(links)}"] if links else []
+
+
 def summary_lines(all_results: Dict[Path, List[TestSetResult]], unit: str) -> List[str]:
     """Experiments side by side: rows (test set, language), columns experiment [decode tag]."""
     columns: List[Tuple[str, Dict[Tuple[str, str], ScliteScore]]] = []
@@ -231,6 +241,7 @@ def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", 
     lines += summary_lines(all_results, "wer") + summary_lines(all_results, "cer")
     for exp_dir, results in all_results.items():
         lines += [f"## {_exp_label(exp_dir)}", "", f"- exp dir: `{exp_dir}`"]
+        lines += training_curve_lines(exp_dir, out_dir)
         if not results:
             lines += ["- no scored decode dir found", ""]
             logging.warning(f"{exp_dir}: no */*/score_wer/result.txt; listed without results")

@@ -7,7 +7,15 @@ writes ``OUT_DIR/whisper`` (HF Whisper checkpoint + feature extractor),
 ``OUT_DIR/tokenizer`` (sentencepiece wrapped as a HF fast tokenizer, trained
 on the transcripts) and ``OUT_DIR/llm`` (HF causal LM + the same tokenizer).
 All weights are random: pretrain them with
-``python -m espnet_llm_asr.bin.pretrain_tiny_models``.
+``python -m espnet_llm_asr.bin.pretrain_tiny_models``.  ``--parts whisper`` or
+``--parts tokenizer,llm`` builds only those (the recipe rebuilds only what a
+config change touches; ``--print_config --sections ...`` gives the part of the
+config a part depends on).
+
+The tokenizer is trained on the transcripts plus the LLM prompt's text
+(``llm.DEFAULT_PROMPT`` without its placeholders, one line per 20
+transcripts), so the prompt is a few whole-word tokens, as in a real LLM's
+tokenizer, not one token per character.
 
 The YAML config has one section per step (``--print_config`` shows the
 defaults); options given on the command line override the config::
@@ -108,6 +116,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config with sections whisper/tokenizer/llm (see --print_config)")
     p.add_argument("--print_config", action="store_true", help="print the effective config as YAML and exit")
+    p.add_argument("--sections", help="with --print_config: only these comma-separated sections")
+    p.add_argument("--parts", default=",".join(BUILD_SECTIONS),
+                   help="comma-separated parts to build: whisper, tokenizer, llm (llm needs the tokenizer)")
     p.add_argument("--out_dir", help="output dir; gets whisper/, tokenizer/ and llm/")
     p.add_argument("--train_text", help="transcripts to train the tokenizer on")
     p.add_argument("--text_format", default="kaldi", choices=["kaldi", "plain"],
@@ -140,8 +151,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = override(load_config(args.config), args, BUILD_SECTIONS)
     if args.print_config:
+        if args.sections:
+            wanted = args.sections.split(",")
+            unknown = sorted(set(wanted) - set(config))
+            if unknown:
+                raise SystemExit(f"make_tiny_models: --sections: unknown {unknown}; known: {sorted(config)}")
+            config = {k: config[k] for k in wanted}
         yaml.safe_dump(config, sys.stdout, sort_keys=False, allow_unicode=True)
         return
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(BUILD_SECTIONS))
+    if unknown or not parts:
+        raise SystemExit(f"make_tiny_models: --parts: unknown {unknown or parts}; known: {list(BUILD_SECTIONS)}")
     if not args.out_dir or not args.train_text:
         raise SystemExit("make_tiny_models: --out_dir and --train_text are required")
 
@@ -155,10 +176,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = Path(args.out_dir)
     seed = config["seed"]
     logging.info("config: %s", config)
-    tiny_models.build_tiny_whisper(out / "whisper", seed=seed, **config["whisper"])
-    tiny_models.train_tokenizer(lines, out / "tokenizer", **config["tokenizer"])
-    tiny_models.build_tiny_llm(out / "llm", out / "tokenizer", seed=seed, **config["llm"])
-    logging.info("tiny models written to %s (whisper/, tokenizer/, llm/) from %d lines", out, len(lines))
+    if "whisper" in parts:
+        tiny_models.build_tiny_whisper(out / "whisper", seed=seed, **config["whisper"])
+    if "tokenizer" in parts:
+        prompt = tiny_models.prompt_text_lines() * max(1, len(lines) // 20)
+        tiny_models.train_tokenizer(lines + prompt, out / "tokenizer", **config["tokenizer"])
+    if "llm" in parts:
+        tiny_models.build_tiny_llm(out / "llm", out / "tokenizer", seed=seed, **config["llm"])
+    logging.info("tiny models (%s) written to %s from %d lines", ", ".join(parts), out, len(lines))
 
 
 if __name__ == "__main__":

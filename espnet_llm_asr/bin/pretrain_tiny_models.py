@@ -8,6 +8,10 @@
     python -m espnet_llm_asr.bin.pretrain_tiny_models llm --config conf/tiny_models.yaml \\
         --model_dir exp/tiny_models/llm --text dump/raw/train/text
 
+    # diagnostic: best-path CTC transcripts of the encoder alone (its saved CTC head)
+    python -m espnet_llm_asr.bin.pretrain_tiny_models ctc_decode \
+        --model_dir exp/tiny_models/whisper --data_dir dump/raw/dev --out exp/tiny_models/ctc_dev/text
+
 The model dir is replaced atomically (or ``--out_dir`` written).  Options
 come from the config's ``pretrain_encoder`` / ``pretrain_llm`` section;
 command-line options override it.  The data dir needs ``wav.scp`` with plain
@@ -98,7 +102,35 @@ def get_parser() -> argparse.ArgumentParser:
     llm.add_argument("--text", required=True, help="training text")
     llm.add_argument("--text_format", default="kaldi", choices=["kaldi", "plain"],
                      help="kaldi: 'uttid words...' lines; plain: one sentence a line")
+    dec = sub.add_parser("ctc_decode", help="CTC-only transcripts of a data dir by the pretrained encoder")
+    dec.add_argument("--model_dir", required=True, help="encoder dir with ctc_head.pt")
+    dec.add_argument("--data_dir", required=True, help="Kaldi data dir with wav.scp (and text, for WER/CER)")
+    dec.add_argument("--out", required=True, help="Kaldi text file of hypotheses to write")
+    dec.add_argument("--batch_size", type=int, default=16)
     return p
+
+
+def ctc_decode(args: argparse.Namespace) -> dict:
+    """Write CTC hypotheses of every utterance; return WER/CER (jiwer) against the data dir's text."""
+    import jiwer
+
+    from espnet_llm_asr import tiny_models
+    from espnet_llm_asr.utils import atomic_write_text
+
+    root = Path(args.data_dir)
+    wavs = read_kaldi_table(root / "wav.scp")
+    keys = sorted(wavs)
+    hyps = tiny_models.ctc_greedy_decode(args.model_dir, [read_wav(wavs[k]) for k in keys],
+                                         batch_size=args.batch_size)
+    atomic_write_text(args.out, "".join(f"{k} {h}\n" for k, h in zip(keys, hyps)))
+    result = {"what": "ctc_decode", "utterances": len(keys), "out": args.out}
+    if (root / "text").is_file():
+        texts = read_kaldi_table(root / "text")
+        pairs = [(texts[k], h) for k, h in zip(keys, hyps) if texts.get(k)]
+        refs, hyp = [r for r, _ in pairs], [h for _, h in pairs]
+        result["wer"] = round(100 * jiwer.wer(refs, hyp), 2)
+        result["cer"] = round(100 * jiwer.cer(refs, hyp), 2)
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -106,6 +138,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from espnet_llm_asr import tiny_models
 
+    if args.what == "ctc_decode":
+        print(json.dumps(ctc_decode(args)))
+        return
     section = "pretrain_encoder" if args.what == "encoder" else "pretrain_llm"
     config = override(load_config(args.config), args, [section])
     conf = dict(config[section])

@@ -28,6 +28,8 @@ stop_stage=13           # last stage to run
 nj=2                    # parallel jobs for data and dumping stages
 inference_nj=2          # parallel decoding jobs
 ngpu=0                  # GPUs for training/decoding (0: CPU)
+train_threads=""        # CPU threads of the single-job stages 5, 7, 11 (default: all cores;
+                        # parallel jobs keep path.sh's OMP_NUM_THREADS, 1 each)
 redo=false              # re-run selected stages even when done
 dumpdir=dump            # dumped data
 expdir=exp              # experiments
@@ -70,6 +72,8 @@ help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')"
 
 python=python3
 command -v python >/dev/null && python=python
+[ -n "${train_threads}" ] || train_threads="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
+single_job() { env OMP_NUM_THREADS="${train_threads}" "$@"; }  # single_job ${train_cmd} LOG CMD...
 
 done_sig() {  # done_sig <dir> <stage> <signature...>: 0 if the stage ran with this signature
     local dir=$1 st=$2; shift 2
@@ -151,26 +155,50 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 # ------------------------------------------------------------------ stage 5
+# The tiny encoder and the tiny tokenizer + LLM have separate signatures (the
+# config sections each depends on), so changing one never rebuilds the other.
+tiny_sig() {  # tiny_sig <sections>: hash of those sections of the effective tiny-model config
+    ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --print_config --sections "$1" \
+        | sha1sum | cut -c1-16
+}
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    if [ "${llm}" = tiny ] || [ "${encoder}" = tiny ]; then
-        sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text" "${dumpdir}/raw/${data_train_set}/wav.scp" "${tiny_config}")"
-        if done_sig "${tiny_dir}" 5 "${sig}"; then
-            log "Stage 5: tiny models in ${tiny_dir} are up to date, skipped"
+    train_dir="${dumpdir}/raw/${data_train_set}"
+    if [ "${encoder}" = tiny ]; then
+        sig="$(sig_of "${train_dir}/text" "${train_dir}/wav.scp") $(tiny_sig seed,whisper,pretrain_encoder)"
+        if done_sig "${tiny_dir}" 5_encoder "${sig}"; then
+            log "Stage 5: tiny encoder ${encoder_path} is up to date, skipped"
         else
-            log "Stage 5: building the tokenizer and tiny HF models in ${tiny_dir}, pretraining the encoder (CTC)"
+            log "Stage 5: building the tiny Whisper encoder and pretraining it with a CTC head" \
+                "(log: ${tiny_dir}/logs/pretrain_encoder.log)"
             mkdir -p "${tiny_dir}/logs"
-            ${train_cmd} "${tiny_dir}/logs/make_tiny_models.log" \
-                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" \
-                --out_dir "${tiny_dir}" --train_text "${dumpdir}/raw/${data_train_set}/text"
-            if [ "${encoder}" = tiny ]; then
-                log "Stage 5: pretraining the tiny encoder with a CTC head (log: ${tiny_dir}/logs/pretrain_encoder.log)"
-                ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
-                    ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
-                    --model_dir "${tiny_dir}/whisper" --data_dir "${dumpdir}/raw/${data_train_set}"
-            fi
-            mark_done "${tiny_dir}" 5 "${sig}"
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_whisper.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts whisper \
+                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
+            single_job ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
+                --model_dir "${encoder_path}" --data_dir "${train_dir}"
+            # what the frozen features carry on their own: CTC-only transcripts of the dev set
+            ${train_cmd} "${tiny_dir}/logs/ctc_decode_${valid_set}.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models ctc_decode --model_dir "${encoder_path}" \
+                --data_dir "${dumpdir}/raw/${valid_set}" --out "${tiny_dir}/ctc_${valid_set}/text"
+            log "Stage 5: encoder-only CTC on ${valid_set}: $(grep '^{' "${tiny_dir}/logs/ctc_decode_${valid_set}.log")"
+            mark_done "${tiny_dir}" 5_encoder "${sig}"
         fi
-    else
+    fi
+    if [ "${llm}" = tiny ]; then
+        sig="$(sig_of "${train_dir}/text") $(tiny_sig seed,tokenizer,llm)"
+        if done_sig "${tiny_dir}" 5_llm "${sig}"; then
+            log "Stage 5: tiny tokenizer and LLM ${llm_path} are up to date, skipped"
+        else
+            log "Stage 5: training the tokenizer and building the tiny LLM in ${tiny_dir}"
+            mkdir -p "${tiny_dir}/logs"
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_llm.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts tokenizer,llm \
+                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
+            mark_done "${tiny_dir}" 5_llm "${sig}"
+        fi
+    fi
+    if [ "${encoder}" != tiny ] && [ "${llm}" != tiny ]; then
         log "Stage 5: real checkpoints (${encoder_path}, ${llm_path}): the LLM's own tokenizer is used, nothing to build"
     fi
 fi
@@ -195,12 +223,13 @@ fi
 # ------------------------------------------------------------------ stage 7
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     if [ "${llm}" = tiny ]; then
-        sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text" "${tiny_config}") $(cat "${tiny_dir}/.done.stage5" 2>/dev/null || true)"
+        sig="$(sig_of "${dumpdir}/raw/${data_train_set}/text") $(tiny_sig seed,pretrain_llm)"
+        sig="${sig} $(cat "${tiny_dir}/.done.stage5_llm" 2>/dev/null || true)"
         if done_sig "${tiny_dir}" 7 "${sig}"; then
             log "Stage 7: tiny LLM already pretrained, skipped"
         else
             log "Stage 7: pretraining the tiny LLM on the training text (log: ${tiny_dir}/logs/pretrain_llm.log)"
-            ${train_cmd} "${tiny_dir}/logs/pretrain_llm.log" \
+            single_job ${train_cmd} "${tiny_dir}/logs/pretrain_llm.log" \
                 ${python} -m espnet_llm_asr.bin.pretrain_tiny_models llm --config "${tiny_config}" \
                 --model_dir "${llm_path}" --text "${dumpdir}/raw/${data_train_set}/text"
             mark_done "${tiny_dir}" 7 "${sig}"
@@ -296,7 +325,7 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
     resume=true
     [ "${redo}" = true ] && resume=false
     # shellcheck disable=SC2086
-    ${train_cmd} "${asr_exp}/train.log" \
+    single_job ${train_cmd} "${asr_exp}/train.log" \
         ${python} -m espnet_llm_asr.bin.llm_asr_train --config "${asr_config}" --output_dir "${asr_exp}" \
         --ngpu "${ngpu}" --resume "${resume}" --llm "${llm_path}" --lang_list "${lang_list}" \
         "${frontend_args[@]}" "${train_args[@]}" ${asr_args}

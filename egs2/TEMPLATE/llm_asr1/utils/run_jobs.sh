@@ -26,7 +26,7 @@ for ((j = first; j <= last; j++)); do
         start=$(date +%s)
         "${args[@]}"
         rc=$?
-        echo "# Accounting: time=$(( $(date +%s) - start )) threads=1"
+        echo "# Accounting: time=$(( $(date +%s) - start )) threads=${OMP_NUM_THREADS:-1}"
         echo "# Ended (code ${rc}) at $(date)"
         exit ${rc}
     } > "${log}" 2>&1 &
