@@ -2,7 +2,7 @@
 
     from espnet_llm_asr.inference import Speech2Text
     s2t = Speech2Text("exp/asr_smear_moe")          # or config=..., model_file=...
-    print(s2t("utt.wav").text)                       # .gates for MoEs, .cif_count for CIF
+    print(s2t("utt.wav").text)                       # .gates for MoEs, .cif_count/.alphas for CIF
 
 ``Speech2Text.batch`` decodes many utterances at once (left-padded, KV-cached
 generation) and gives the same hypotheses as one-by-one decoding.
@@ -28,14 +28,17 @@ MODEL_FILE_CANDIDATES = (
 @dataclass
 class Hypothesis:
     """One utterance's result: ``text``, LLM ``tokens`` (ids), ``score``,
-    ``gates`` ((E,) utterance expert weights, MoEs only) and ``cif_count``
-    (number of CIF-fired vectors, CIF projectors only)."""
+    ``gates`` ((E,) utterance expert weights, MoEs only), ``cif_count``
+    (number of CIF-fired vectors, CIF projectors only) and ``alphas`` (CIF
+    projectors only: the (T,) CIF weights, one per encoder frame of the
+    utterance, without padding)."""
 
     text: str
     tokens: List[int]
     score: float
     gates: Optional[List[float]] = None
     cif_count: Optional[int] = None
+    alphas: Optional[List[float]] = None
 
 
 def find_model_file(exp_dir: Union[str, Path]) -> Path:
@@ -153,6 +156,10 @@ class Speech2Text:
             batch[i, : a.shape[0]] = torch.from_numpy(a)
         lang = self._lang_tensor(langs, len(arrays))
         hyps, scores, proj = self.model.generate(batch, lengths, lang, **self.decode_conf)
+        alphas = None
+        if proj.alphas is not None:  # CIF: the weights come with the projector output, unpadded here
+            frames = self._encoder_frames(batch, lengths).tolist()
+            alphas = [proj.alphas[i, : frames[i]].float().cpu().tolist() for i in range(len(arrays))]
         results = []
         for i, (ids, score) in enumerate(zip(hyps, scores)):
             results.append(Hypothesis(
@@ -161,8 +168,20 @@ class Speech2Text:
                 score=score,
                 gates=proj.gates[i].tolist() if proj.gates is not None else None,
                 cif_count=int(proj.lengths[i]) if proj.alphas is not None else None,
+                alphas=alphas[i] if alphas is not None else None,
             ))
         return results
+
+    def _encoder_frames(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (B,) of each utterance: the projector's input lengths.
+
+        Dumped features (B, T, D) are already encoder frames; waveforms give
+        the encoder's ``ceil((L // hop) / 2)`` (the encoder was loaded by the
+        forward pass that just ran).
+        """
+        if batch.dim() == 3:
+            return lengths
+        return self.model.frontend.encoder.output_lengths(lengths)
 
     def __call__(self, speech, lang: Optional[str] = None) -> Hypothesis:
         """Decode one waveform / path / feature matrix."""

@@ -164,6 +164,7 @@ def test_decoding_faults_and_resume(assets, monkeypatch):
     assert sorted(text) == sorted(u for u, *_ in UTTS)
     assert text[UTTS[1][0]] == ""
     assert (res / "failed").read_text().startswith(f"{UTTS[1][0]} RuntimeError: simulated CUDA OOM")
+    assert not (res / "alphas").exists() and not (res / "cif_count").exists()  # not a CIF projector
 
     # a crash after the first utterance: the re-run decodes only the other two
     monkeypatch.setattr(Speech2Text, "batch", real_batch)
@@ -224,3 +225,50 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(assets):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
+
+
+def test_cif_decoding_writes_alphas(assets):
+    """A CIF projector's decoding writes `alphas`: one weight per encoder frame of each
+    utterance (unpadded, in a batch of different lengths), whose sum gives `cif_count`
+    by the projector's inference rule (floor(sum / threshold), plus a tail vector when
+    the remainder reaches tail_threshold, at least one).  Other projectors write none."""
+    import math
+
+    import espnet_llm_asr  # noqa: F401
+    import soundfile
+
+    from espnet_llm_asr.bin import llm_asr_inference as inf
+    from espnet_llm_asr.encoder import WhisperEncoder
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, "cif")
+    out = root / "exp_cif_alphas"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0",
+                         "--max_epoch", "1", "--num_iters_per_epoch", "1", *data_args(data)])
+    dec = root / "dec_cif_alphas"
+    inf.main(["--asr_train_config", str(out / "config.yaml"), "--asr_model_file", str(out / "1epoch.pth"),
+              "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
+              "--output_dir", str(dec), "--batch_size", "3", "--num_workers", "0", "--max_new_tokens", "2"])
+    res = dec / "1best_recog"
+    alphas = {k: [float(v) for v in vals.split()]
+              for k, vals in (ln.split(" ", 1) for ln in (res / "alphas").read_text().splitlines())}
+    counts = {k: int(v) for k, v in (ln.split() for ln in (res / "cif_count").read_text().splitlines())}
+    assert sorted(alphas) == sorted(counts) == sorted(u for u, *_ in UTTS)
+
+    enc = WhisperEncoder(str(models["whisper"]), pad_to_30s=False)
+    threshold, tail = 1.0, 0.45  # the cif projector's defaults, which train_config keeps
+    for uid, *_ in UTTS:
+        a = alphas[uid]
+        n_samples = soundfile.info(str(root / "wav" / f"{uid}.wav")).frames
+        assert len(a) == int(enc.output_lengths(torch.tensor([n_samples]))[0])  # 50 Hz encoder frames
+        assert all(0.0 < v < 1.0 for v in a)  # sigmoid weights: none of the padding's zeros
+        # the written weights have 4 decimals: allow their rounding in the sum
+        slack = len(a) * 0.5e-4 + 1e-5
+
+        def rule(total):
+            full = math.floor(total / threshold)
+            return max(1, full + (total / threshold - full >= tail / threshold))
+
+        total = sum(a)
+        assert counts[uid] in {rule(total - slack), rule(total + slack)}, (uid, total, counts[uid])

@@ -9,7 +9,9 @@
 
 Writes Kaldi-style files under ``<output_dir>/1best_recog/``: ``text``,
 ``token`` (LLM token ids), ``score``, and ``gates`` (MoEs: the utterance's
-expert weights) or ``cif_count`` (CIF: number of fired vectors), plus
+expert weights) or ``cif_count`` (CIF: number of fired vectors) and
+``alphas`` (CIF: the weight of each encoder frame, ``uttid a1 ... aT``,
+unpadded, 4 decimals; what make_results plots the firing from), plus
 ``failed`` (utterances whose decoding raised: they get an empty hypothesis,
 so scoring counts them as deletions).  Files are written under a temporary
 name and renamed when complete; a re-run after a crash decodes only the
@@ -33,6 +35,8 @@ import torch
 import espnet_llm_asr  # noqa: F401
 from espnet_llm_asr.inference import Speech2Text
 from espnet_llm_asr.utils import atomic_write_text
+
+ALPHA_DECIMALS = 4  # CIF weights in 1best_recog/alphas (T values per line; 4 decimals keep it small)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -129,9 +133,11 @@ def _decode_batch(s2t: Speech2Text, keys, speeches, langs) -> List[Dict]:
 
 def _record(key: str, hyp, error: Optional[str]) -> Dict:
     if hyp is None:
-        return dict(key=key, text="", tokens=[], score=float("-inf"), gates=None, cif_count=None, error=error)
+        return dict(key=key, text="", tokens=[], score=float("-inf"), gates=None, cif_count=None, alphas=None,
+                    error=error)
+    alphas = None if hyp.alphas is None else [round(a, ALPHA_DECIMALS) for a in hyp.alphas]
     return dict(key=key, text=hyp.text, tokens=hyp.tokens, score=hyp.score, gates=hyp.gates,
-                cif_count=hyp.cif_count, error=None)
+                cif_count=hyp.cif_count, alphas=alphas, error=None)
 
 
 def _write_outputs(out_dir: Path, records: List[Dict]) -> None:
@@ -143,6 +149,9 @@ def _write_outputs(out_dir: Path, records: List[Dict]) -> None:
         "score": [f"{r['key']} {r['score']:.6f}" for r in records],
         "gates": [f"{r['key']} {' '.join(f'{g:.6f}' for g in r['gates'])}" for r in records if r["gates"]],
         "cif_count": [f"{r['key']} {r['cif_count']}" for r in records if r["cif_count"] is not None],
+        # .get: records resumed from a .partial.jsonl written before alphas were recorded have none
+        "alphas": [f"{r['key']} {' '.join(f'{a:.{ALPHA_DECIMALS}f}' for a in r['alphas'])}".rstrip()
+                   for r in records if r.get("alphas") is not None],
         "failed": [f"{r['key']} {r['error']}" for r in records if r["error"]],
     }
     for name, lines in files.items():

@@ -356,7 +356,7 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --data_path_and_name_and_type "${speech}" "${lang_arg[@]}" \
             --key_file "${dir}/keys/keys.JOB" --output_dir "${dir}/output.JOB" ${inference_args}
-        for f in text token score gates cif_count; do
+        for f in text token score gates cif_count alphas; do
             if [ -f "${dir}/output.1/1best_recog/${f}" ]; then
                 for j in $(seq "${_nj}"); do cat "${dir}/output.${j}/1best_recog/${f}"; done | LC_ALL=C sort > "${dir}/${f}.tmp"
                 mv "${dir}/${f}.tmp" "${dir}/${f}"
