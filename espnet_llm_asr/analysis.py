@@ -59,6 +59,36 @@ def read_cif_count(path) -> Dict[str, int]:
     return out
 
 
+def read_alphas(path, max_utts: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """``uttid a1 ... aT`` lines (CIF weights per encoder frame) -> {uttid: (T,) float64}.
+
+    With ``max_utts``, only the first ``max_utts`` utterances of the file are
+    read (the file holds T numbers per utterance; plots need only a few).
+    """
+    path = Path(path)
+    out: Dict[str, np.ndarray] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if max_utts is not None and len(out) >= max_utts:
+                break
+            parts = line.split()
+            if not parts:
+                continue
+            key, values = parts[0], parts[1:]
+            if not values:
+                raise ValueError(f"{path}:{lineno}: '{key}' has no CIF weights")
+            try:
+                a = np.array([float(v) for v in values], dtype=np.float64)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: '{key}' has a non-number weight: {e}") from None
+            if not np.all(np.isfinite(a)) or (a < 0).any():
+                raise ValueError(f"{path}:{lineno}: '{key}' has a negative or non-finite weight")
+            if key in out:
+                raise ValueError(f"{path}:{lineno}: duplicate id '{key}'")
+            out[key] = a
+    return out
+
+
 # ---------------------------------------------------------- gate -> language
 @dataclass
 class GateLidResult:

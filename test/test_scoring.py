@@ -259,3 +259,53 @@ def test_make_results_two_experiments(tmp_path):
     # training curves of the experiment that has them, linked relative to RESULTS.md
     assert "- training curves: [loss](exp/asr_smear/images/loss.png), [acc](exp/asr_smear/images/acc.png)" in text
     assert text.count("- training curves:") == 1
+
+
+def test_make_results_cif_firing_plots(tmp_path):
+    """Decode dir with `alphas`: CIF firing plots for the first 3 utterances over their
+    log-mel (a blank strip where the audio is missing), linked relative to RESULTS.md."""
+    import soundfile
+
+    from conftest import synth_wave
+    from espnet_llm_asr.bin.make_results import _spectrogram
+
+    ref = make_ref(tmp_path)
+    hyp = make_hyp(tmp_path, "asr_cif")
+    secs = {"u1": 1.0, "u2": 0.5}  # audio for two of the plotted utterances; u3 has none
+    wavs = {}
+    for i, (uid, s) in enumerate(secs.items()):
+        wavs[uid] = tmp_path / f"{uid}.wav"
+        soundfile.write(wavs[uid], synth_wave(s, seed=i), 16000, subtype="PCM_16")
+    write_map(ref / "wav.scp", wavs)
+    rng = np.random.default_rng(0)
+    frames = {"u1": 50, "u2": 25, "u3": 40, "u5": 30}  # 20 ms encoder frames: 1.0 s -> 50
+    alphas = {k: rng.uniform(0.0, 0.6, n).round(4) for k, n in frames.items()}
+    write_map(hyp / "alphas", {k: " ".join(f"{v:.4f}" for v in a) for k, a in alphas.items()})
+    write_map(hyp / "cif_count", {k: int(a.sum()) for k, a in alphas.items()})
+    exp = hyp.parent.parent
+    (exp / "config.yaml").write_text("frontend: cif\nfrontend_conf: {threshold: 1.0, tail_threshold: 0.45}\n")
+    score_dir(ref, hyp)
+
+    out = tmp_path / "docs" / "RESULTS.md"  # not next to exp/: links must climb out of docs/
+    args = ["--exp_dirs", str(exp), "--out", str(out), "--ref_root", str(tmp_path / "dump" / "raw")]
+    text = make_results_cli.main(args)
+    plot_dir = hyp / "cif_firing"
+    assert sorted(p.name for p in plot_dir.iterdir()) == ["u1.png", "u2.png", "u3.png"]  # first 3 only
+    for uid in ("u1", "u2", "u3"):
+        png = plot_dir / f"{uid}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 1000
+        assert f"![CIF firing {uid}](../exp/asr_cif/decode_x/test/cif_firing/{uid}.png)" in text
+    assert "CIF firing over the log-mel spectrogram" in text
+    assert "drawn over a blank strip: u3 (not in" in text
+    assert "### Routing: decode_x/test" in text and "- CIF: " in text
+
+    # time axes: 100 Hz log-mel frames, exactly two per 20 ms CIF weight
+    mel, warning = _spectrogram(str(wavs["u1"]), "u1", None, frames["u1"])
+    assert mel.shape == (80, 100) and warning == ""
+    mel, warning = _spectrogram(str(wavs["u2"]), "u2", None, 60)  # weights of a longer utterance
+    assert mel.shape == (80, 120) and "50 log-mel frames" in warning
+
+    # --plots false: no plot at all
+    shutil.rmtree(plot_dir)
+    text = make_results_cli.main(args + ["--plots", "false"])
+    assert not plot_dir.exists() and "CIF firing" not in text

@@ -12,12 +12,17 @@ decode dir has ``gates`` (MoE projectors) and the scoring recorded
 ``utt2lang``, the gates' leave-one-out language-ID accuracy is reported and
 a language x expert heatmap is written to ``<decode dir>/routing_heatmap.png``
 and linked.  CIF projectors' ``cif_count`` gives the mean number of fired
-vectors.  RESULTS.md is written atomically.
+vectors, and their ``alphas`` (the CIF weight of each 20 ms encoder frame)
+are drawn, with the fire positions, over the log-mel spectrogram of the
+first ``--cif_plots`` utterances (audio from ``<ref_root>/<test_set>/wav.scp``;
+a blank strip where it cannot be read) into ``<decode dir>/cif_firing/<uttid>.png``
+and linked.  ``--plots false`` writes no plot.  RESULTS.md is written atomically.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.metadata
 import logging
 import os
@@ -28,13 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_llm_asr.analysis import gate_language_id_accuracy, plot_routing_heatmap, read_cif_count, read_gates
-from espnet_llm_asr.data_io import read_kaldi_map
+import numpy as np
+
+from espnet_llm_asr.analysis import (cif_fire_positions, gate_language_id_accuracy, plot_cif_firing,
+                                     plot_routing_heatmap, read_alphas, read_cif_count, read_gates)
+from espnet_llm_asr.data_io import load_mono_16k, read_kaldi_map
 from espnet_llm_asr.scoring import PCT_KEYS, ScliteScore, read_sclite_result
 from espnet_llm_asr.utils import atomic_write_text
 
 ALL = "all"  # language label of the whole test set
 HEATMAP_NAME = "routing_heatmap.png"
+CIF_PLOT_DIR = "cif_firing"  # <decode dir>/cif_firing/<uttid>.png
+MEL_PER_ENCODER_FRAME = 2  # Whisper: log-mel at 100 Hz (10 ms hop), encoder frames at 50 Hz (conv stride 2)
+CIF_ROUND_OFF = 1e-5  # the projector's float tolerance in its firing rule (projectors/cif.py ROUND_OFF)
 
 
 @dataclass
@@ -82,16 +93,23 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def analyse_routing(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], plots: bool = True) -> None:
-    """Add gate language-ID and CIF notes (and the heatmap) to ``r.notes``."""
+def analyse_routing(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], plots: bool = True,
+                    cif_plots: int = 3) -> None:
+    """Add gate language-ID and CIF notes (and the heatmap and CIF firing plots) to ``r.notes``."""
     if (r.path / "cif_count").is_file():
         counts = read_cif_count(r.path / "cif_count")
         if counts:
             mean = sum(counts.values()) / len(counts)
             r.notes.append(f"- CIF: {mean:.1f} fired vectors per utterance on average "
                            f"(min {min(counts.values())}, max {max(counts.values())}, {len(counts)} utterances)")
-    if not (r.path / "gates").is_file():
-        return
+    if (r.path / "gates").is_file():
+        _gate_notes(r, out_dir, ref_root, plots)
+    if plots and cif_plots > 0 and (r.path / "alphas").is_file():
+        _cif_firing_notes(r, out_dir, ref_root, cif_plots)
+
+
+def _gate_notes(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], plots: bool) -> None:
+    """Gate language-ID accuracy, mean gates per language and the heatmap of ``r.path/gates``."""
     candidates = [r.path / "score_wer" / "utt2lang"]
     if ref_root is not None:
         candidates.append(ref_root / r.test_set / "utt2lang")
@@ -120,6 +138,107 @@ def analyse_routing(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], p
                                    title=f"{r.exp} {r.dataset}: mean gate per language")
         r.notes.append("")
         r.notes.append(f"![routing heatmap {r.exp} {r.dataset}]({_rel(png, out_dir)})")
+
+
+# ------------------------------------------------------------------ CIF firing
+def _cif_conf(exp_dir: Path) -> Dict:
+    """CIF threshold, tail threshold and encoder path from ``<exp>/config.yaml`` (projector defaults otherwise)."""
+    conf = {"threshold": 1.0, "tail_threshold": 0.45, "encoder": None}
+    frontend_conf = _exp_config(exp_dir).get("frontend_conf") or {}
+    conf.update({k: frontend_conf[k] for k in conf if frontend_conf.get(k) is not None})
+    return conf
+
+
+@functools.lru_cache(maxsize=4)
+def _logmel(encoder: Optional[str]):
+    """The encoder's own log-mel (its saved feature extractor), else Whisper's default 80-bin one."""
+    from transformers import WhisperFeatureExtractor
+
+    from espnet_llm_asr.features import WhisperLogMel, load_feature_extractor
+
+    if encoder and (Path(encoder) / "preprocessor_config.json").is_file():
+        return WhisperLogMel(load_feature_extractor(encoder))
+    return WhisperLogMel(WhisperFeatureExtractor())
+
+
+def _spectrogram(wav_path: str, uttid: str, encoder: Optional[str], n_frames: int) -> Tuple[np.ndarray, str]:
+    """(n_mels, 2 * n_frames) log-mel of one 16 kHz file, on the time axis of the CIF weights.
+
+    Whisper's log-mel has ``F = L // hop`` frames (100 Hz) and the encoder
+    ``ceil(F / 2)`` (50 Hz), so 2 log-mel frames make one encoder frame; F is
+    padded by its floor (at most one frame) or cut to exactly twice the
+    number of weights, so that :func:`plot_cif_firing`'s stretching maps each
+    log-mel frame onto its own half of an encoder frame.  Returns the
+    spectrogram and a warning ('' if none) when the audio's length does not
+    match the weights (more than rounding).
+    """
+    import torch
+
+    wav = load_mono_16k(wav_path, uttid)
+    logmel = _logmel(encoder)
+    with torch.no_grad():
+        mel, mel_len = logmel(torch.from_numpy(wav)[None], torch.tensor([wav.size]))
+    mel = mel[0, :, : int(mel_len[0])].numpy().astype(np.float64)
+    want = MEL_PER_ENCODER_FRAME * n_frames
+    warning = ""
+    if abs(mel.shape[1] - want) >= MEL_PER_ENCODER_FRAME:
+        warning = (f"{uttid}: the audio has {mel.shape[1]} log-mel frames but its {n_frames} CIF weights "
+                   f"stand for {want}; the spectrogram is cut or padded to fit")
+    if mel.shape[1] < want:
+        fill = mel.min() if mel.size else 0.0
+        mel = np.concatenate([mel, np.full((mel.shape[0], want - mel.shape[1]), fill)], axis=1)
+    return mel[:, :want], warning
+
+
+def _cif_firing_notes(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], n_utts: int) -> None:
+    """Plot CIF firing for the first ``n_utts`` utterances of ``r.path/alphas`` and link the plots."""
+    try:
+        alphas = read_alphas(r.path / "alphas", max_utts=n_utts)
+    except ValueError as e:
+        logging.warning(f"{r.path}: CIF firing plots skipped: {e}")
+        r.notes.append(f"- CIF firing plots: not drawn ({e})")
+        return
+    if not alphas:
+        return
+    conf = _cif_conf(r.path.parent.parent)
+    threshold = float(conf["threshold"])
+    wav_scp = ref_root / r.test_set / "wav.scp" if ref_root is not None else None
+    wavs = read_kaldi_map(wav_scp) if wav_scp is not None and wav_scp.is_file() else {}
+    links, blank, warnings = [], [], []
+    for uttid, a in alphas.items():
+        feats, reason = None, ""
+        wav = wavs.get(uttid)
+        if wav is None:
+            reason = f"no {wav_scp}" if not wavs else f"not in {wav_scp}"
+        elif wav.endswith("|"):
+            reason = "its wav.scp entry is a pipe command"
+        else:
+            try:
+                feats, warning = _spectrogram(wav, uttid, conf["encoder"], a.size)
+            except (OSError, ValueError) as e:
+                reason = str(e)
+            else:
+                if warning:
+                    logging.warning(warning)
+                    warnings.append(warning)
+        if feats is None:
+            feats = np.zeros((1, a.size))
+            blank.append(f"{uttid} ({reason})")
+        # the projector's rule: a tail vector when the remainder reaches tail_threshold, at least one vector
+        fires = cif_fire_positions(a, threshold, float(conf["tail_threshold"]) - CIF_ROUND_OFF * threshold)
+        if fires.size == 0 and a.size:
+            fires = np.array([float(a.size)])
+        png = plot_cif_firing(feats, a, fires, r.path / CIF_PLOT_DIR / f"{uttid.replace(os.sep, '_')}.png",
+                              threshold=threshold, title=f"{uttid} (frame = 20 ms)")
+        links.append(f"![CIF firing {uttid}]({_rel(png, out_dir)})")
+    where = "log-mel spectrogram" if len(blank) < len(alphas) else "a blank strip"
+    r.notes.append(f"- CIF firing over the {where} (weight α of each 20 ms encoder frame, fires as vertical lines), "
+                   f"first {len(alphas)} utterance(s):")
+    if blank:
+        r.notes.append(f"- audio not found or unreadable, drawn over a blank strip: {'; '.join(blank)}")
+    r.notes += [f"- {w}" for w in warnings]
+    r.notes.append("")
+    r.notes += links
 
 
 # ------------------------------------------------------------------ writing
@@ -171,19 +290,25 @@ def environment_lines() -> List[str]:
     return lines
 
 
+def _exp_config(exp_dir: Path) -> Dict:
+    """The experiment's training ``config.yaml`` ({} when absent or unreadable)."""
+    cfg = exp_dir / "config.yaml"
+    if not cfg.is_file():
+        return {}
+    import yaml
+
+    try:
+        conf = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        logging.warning(f"{cfg}: not read ({e})")
+        return {}
+    return conf if isinstance(conf, dict) else {}
+
+
 def _exp_label(exp_dir: Path) -> str:
     """``asr_x (frontend)`` when the experiment's config.yaml names its projector."""
-    cfg = exp_dir / "config.yaml"
-    if cfg.is_file():
-        import yaml
-
-        try:
-            frontend = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("frontend")
-        except yaml.YAMLError:
-            frontend = None
-        if frontend:
-            return f"{exp_dir.name} ({frontend})"
-    return exp_dir.name
+    frontend = _exp_config(exp_dir).get("frontend")
+    return f"{exp_dir.name} ({frontend})" if frontend else exp_dir.name
 
 
 CURVES = ("loss", "acc", "aux_loss", "gate_entropy", "cif_len_ratio")  # ESPnet's <exp>/images/<stat>.png
@@ -218,7 +343,8 @@ def summary_lines(all_results: Dict[Path, List[TestSetResult]], unit: str) -> Li
     return lines + [""]
 
 
-def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", plots: bool = True) -> str:
+def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", plots: bool = True,
+                 cif_plots: int = 3) -> str:
     """Build RESULTS.md for ``exp_dirs``, write it atomically to ``out``, return its text."""
     out = Path(out)
     exp_paths = [Path(d) for d in exp_dirs]
@@ -247,7 +373,7 @@ def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", 
             logging.warning(f"{exp_dir}: no */*/score_wer/result.txt; listed without results")
             continue
         for r in results:
-            analyse_routing(r, out_dir, root, plots)
+            analyse_routing(r, out_dir, root, plots, cif_plots)
         lines.append("")
         for unit in ("wer", "cer"):
             lines += [f"### {unit.upper()}", "", "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
@@ -274,13 +400,16 @@ def main(cmd=None) -> str:
     p.add_argument("--exp_dirs", nargs="+", required=True, help="experiment dirs, e.g. exp/asr_*")
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--ref_root", default="dump/raw",
-                   help="fallback for <ref_root>/<test_set>/utt2lang when score_wer/utt2lang is absent")
-    p.add_argument("--plots", type=str2bool, default=True, help="write routing heatmaps")
+                   help="fallback for <ref_root>/<test_set>/utt2lang when score_wer/utt2lang is absent; "
+                        "<ref_root>/<test_set>/wav.scp gives the audio of the CIF firing plots")
+    p.add_argument("--plots", type=str2bool, default=True, help="write routing heatmaps and CIF firing plots")
+    p.add_argument("--cif_plots", type=int, default=3,
+                   help="CIF firing plots for the first N utterances of each decode dir with alphas (0: none)")
     p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        return make_results(args.exp_dirs, args.out, args.ref_root, args.plots)
+        return make_results(args.exp_dirs, args.out, args.ref_root, args.plots, args.cif_plots)
     except (OSError, ValueError) as e:
         if cmd is not None:
             raise
