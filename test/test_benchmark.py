@@ -1,0 +1,107 @@
+"""The benchmark command in quick mode: structure and sanity of what it reports.
+
+No timing thresholds here: speed goals are reported by the benchmark itself,
+never asserted in a timed test.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from espnet_llm_asr.benchmark import (PROJECTOR_ROWS, README_BEGIN, README_END, NaiveSmear, QUICK_SIZES,
+                                      build_benchmark_projectors, projector_inputs, update_readme)
+
+
+@pytest.fixture
+def one_thread():
+    """Toy sizes run fastest on one thread (and leave the other core to other jobs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_naive_smear_loop_equals_merged():
+    """The per-utterance loop computes exactly what the batched merge computes."""
+    projs = build_benchmark_projectors(QUICK_SIZES)
+    inputs = projector_inputs(QUICK_SIZES, 4.0)
+    lengths = torch.tensor([50, 31, 7, 50])
+    merged, loop = projs["smear_moe"].eval(), projs["smear naive: loop over utterances"].eval()
+    assert isinstance(loop, NaiveSmear) and loop.base is merged
+    with torch.no_grad():
+        a = merged(inputs["feats"], lengths)
+        b = loop(inputs["feats"], lengths)
+    assert torch.equal(a.lengths, b.lengths)
+    torch.testing.assert_close(a.embeds, b.embeds, rtol=1e-5, atol=1e-6)
+
+
+def test_quick_benchmark_all_parts(tmp_path, one_thread):
+    from espnet_llm_asr.bin.benchmark import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Results\n\ntext\n\n## Next\n\nmore\n", encoding="utf-8")
+    out_json = tmp_path / "bench.json"
+    res = main(["--quick", "--repeats", "1", "--num_utts", "4", "--work_dir", str(tmp_path / "work"),
+                "--out_json", str(out_json), "--readme", str(readme)])
+    assert json.loads(out_json.read_text(encoding="utf-8"))["meta"]["torch_threads"] == 1
+    meta = res["meta"]
+    assert meta["loadavg_start"] is not None and meta["settings"]["quick"] is True
+
+    # 1. projectors: every row, positive times, ratios to mono
+    rows = res["projectors"]["rows"]
+    assert list(rows) == [r for r, _, _ in PROJECTOR_ROWS]
+    for name, r in rows.items():
+        assert r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 and r["fwd_ratio"] > 0 and r["fwd_bwd_ratio"] > 0, name
+        assert r["fwd_flops"] > 0 and r["fwd_bwd_flops"] > r["fwd_flops"], name
+    assert rows["mono"]["fwd_ratio"] == 1.0
+    stride5 = math.ceil(QUICK_SIZES.frames / 5)
+    for name in ("mono", "smear_moe", "dense", "hard_moe (top-2)", "smear naive: all experts, then mix"):
+        assert rows[name]["positions_per_utt"] == stride5
+    # running every expert costs E times one expert's MLP: more FLOPs than the merged SMEAR
+    assert rows["smear naive: all experts, then mix"]["fwd_flops"] > rows["smear_moe"]["fwd_flops"]
+    assert rows["smear_moe (1 expert)"]["params"] < rows["smear_moe"]["params"]
+
+    # 2. decoding: same hypotheses at every batch size
+    dec = res["decoding"]
+    assert set(dec["batches"]) == {"1", "8", "16"}
+    assert dec["hypotheses_equal"] is True
+    assert all(b["same_as_batch1"] and b["utt_per_s"] > 0 and b["rtf"] > 0 for b in dec["batches"].values())
+    assert len({b["tokens"] for b in dec["batches"].values()}) == 1
+    assert dec["mono_vs_smear"]["ratio"] > 0
+
+    # 3. CIF: stride-5 positions are ceil(frames / 5) per utterance
+    cif = res["cif"]
+    first = next(iter(cif["rows"].values()))
+    assert first["positions"] == cif["stride5_expected"]
+    assert all(r["positions"] > 0 for r in cif["rows"].values())
+    assert cif["quantity_loss_first_last"][1] < cif["quantity_loss_first_last"][0]
+    assert cif["decode_ratio"] > 0
+
+    # 4. dumped features: encoder share in [0, 1)
+    for key in ("tiny", "large_v3"):
+        r = res["dumped"][key]
+        assert r["dumped_s"] > 0 and r["on_the_fly_s"] > 0 and 0 <= r["encoder_share"] < 1
+    assert res["dumped"]["large_v3"]["encoder"]["target_layers"] > res["dumped"]["large_v3"]["encoder"]["layers_run"]
+
+    # 5. memory: a real training run, trainable-only checkpoint
+    mem = res["memory"]
+    assert mem["peak_rss_bytes"] > 0 and mem["trainable_bytes"] > 0
+    assert mem["trainable_not_saved"] == []
+    assert 0.9 < mem["checkpoint_ratio"] < 2
+
+    # system level and goals
+    assert res["system"]["smear_over_mono"] > 0 and res["system"]["device"] == "cpu"
+    goals = {g["goal"]: g for g in res["goals"]}
+    assert len(goals) == 8 and all(g["measured"] is not None for g in goals.values())
+
+    # README: the section sits between the markers, after Results, and is regenerated in place
+    text = readme.read_text(encoding="utf-8")
+    assert text.index("## Results") < text.index("## Performance") < text.index(README_BEGIN) < text.index("## Next")
+    assert "| mono |" in text
+    update_readme(str(readme), "regenerated\n")
+    text2 = readme.read_text(encoding="utf-8")
+    assert text2.count(README_BEGIN) == 1 and "regenerated" in text2 and "| mono |" not in text2
+    assert text2.endswith("## Next\n\nmore\n")
