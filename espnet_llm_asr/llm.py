@@ -292,6 +292,10 @@ class CausalLLM(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) vectors -> (B, T, V) logits through the LLM's own output head (no transformer layers)."""
+        return self.model.get_output_embeddings()(hidden.to(self.dtype))
+
     def forward(self, inputs_embeds, attention_mask, position_ids=None):
         """(B, L, D) embeddings -> (B, L, V) logits."""
         return self.model(

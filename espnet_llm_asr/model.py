@@ -9,7 +9,10 @@ Training input of one utterance (``P``: prompt text before the speech,
 The batch is right padded (attention mask 0, labels -100, position ids
 counting real tokens only).  The loss is the cross-entropy over the
 transcript tokens and EOS plus the projector's (already weighted) auxiliary
-loss.  For generation the same prefix ``[P | speech | S]`` is LEFT padded so
+loss, plus optionally (``ctc_weight > 0``; not in the papers) a CTC loss of
+the projected speech vectors read through the LLM's own output head, which
+pulls them towards the embeddings of the tokens spoken (useful when a small
+LLM must learn to read speech quickly).  For generation the same prefix ``[P | speech | S]`` is LEFT padded so
 that every utterance's first generated token sits at the last position of
 the batch; attention mask and position ids make a batched hypothesis equal to
 the one decoded alone.
@@ -46,6 +49,10 @@ class LLMASRModel(AbsESPnetModel):
         max_nonfinite_batches: a batch whose loss is NaN/inf is skipped (zero
             gradient, counted as ``nonfinite`` in the stats); this many in a
             row stop training with an error, the last saved checkpoint intact.
+        ctc_weight: weight of an auxiliary CTC loss on the projector output
+            (B, T', D) -> LLM output head -> (B, T', V), targets the
+            transcript tokens, blank = the LLM's pad token (EOS if it has
+            none); 0 (default, as in the papers) turns it off.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class LLMASRModel(AbsESPnetModel):
         aux_loss_weight: float = 1.0,
         extract_feats_in_collect_stats: bool = True,
         max_nonfinite_batches: int = 20,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -69,6 +77,9 @@ class LLMASRModel(AbsESPnetModel):
         self.aux_loss_weight = aux_loss_weight
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         self.max_nonfinite_batches = max_nonfinite_batches
+        if ctc_weight < 0:
+            raise ValueError(f"model_conf.ctc_weight must be >= 0, got {ctc_weight}")
+        self.ctc_weight = ctc_weight
         self._nonfinite_in_a_row = 0
 
     # ------------------------------------------------------- checkpoints
@@ -197,14 +208,32 @@ class LLMASRModel(AbsESPnetModel):
         acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
         aux = proj.aux_loss * self.aux_loss_weight
         loss = loss_ce + aux
+        extra = {}
+        if self.ctc_weight > 0:
+            extra["loss_ctc"] = self.ctc_loss(proj, texts)
+            loss = loss + self.ctc_weight * extra["loss_ctc"]
         reported = loss.detach()  # NaN/inf values are left out of ESPnet's epoch averages
         loss, nonfinite = self._guard_nonfinite(loss)
 
         stats = dict(loss=reported, loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach(),
                      nonfinite=torch.tensor(float(nonfinite), device=loss.device))
+        stats.update({k: v.detach() for k, v in extra.items()})
         stats.update(self.routing_stats(proj, text_lengths))
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight
+
+    def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]]) -> torch.Tensor:
+        """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids.
+
+        Per-token mean over the batch (ESPnet's convention); utterances with
+        fewer vectors than the CTC path needs contribute zero.
+        """
+        log_probs = self.llm.token_logits(proj.embeds).float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
+        device = log_probs.device
+        targets = torch.tensor([t for ids in texts for t in ids], dtype=torch.long, device=device)
+        target_lengths = torch.tensor([len(ids) for ids in texts], dtype=torch.long, device=device)
+        return F.ctc_loss(log_probs, targets, proj.lengths.long(), target_lengths,
+                          blank=self.llm.pad_token_id, reduction="mean", zero_infinity=True)
 
     def _guard_nonfinite(self, loss: torch.Tensor) -> Tuple[torch.Tensor, bool]:
         """Replace a NaN/inf loss by a zero loss with zero gradients (the batch is skipped)."""

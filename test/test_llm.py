@@ -13,7 +13,7 @@ def models(tmp_path_factory):
     return make_tiny_models(root, [t for _, _, t, _, _ in UTTS])
 
 
-def _model(models, projector="smear_moe", **llm_conf):
+def _model(models, projector="smear_moe", model_conf=None, **llm_conf):
     import espnet_llm_asr  # noqa: F401
     from espnet_llm_asr.frontend import FRONTEND_CLASSES
     from espnet_llm_asr.llm import CausalLLM
@@ -24,7 +24,7 @@ def _model(models, projector="smear_moe", **llm_conf):
     if projector in ("smear_moe", "multi"):
         conf["num_experts"] = 2
     frontend = FRONTEND_CLASSES[projector](output_dim=llm.hidden_size, input_dim=8, **conf)
-    return LLMASRModel(frontend, llm, lang_list=["hi", "ta"])
+    return LLMASRModel(frontend, llm, lang_list=["hi", "ta"], **(model_conf or {}))
 
 
 def test_prompt_layout_and_language_instruction(models):
@@ -129,3 +129,34 @@ def test_lora_trains_adapters_only_and_saves_them(models):
     loss.backward()
     # lora_B starts at zero, so the first gradient reaches lora_B
     assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in lora if "lora_B" in n)
+
+
+def test_auxiliary_ctc_through_the_llm_output_head(models):
+    """ctc_weight adds a CTC loss of the projected speech read by the LLM's own output head."""
+    torch.manual_seed(0)
+    model = _model(models, model_conf={"ctc_weight": 0.5}).eval()  # eval: no dropout, repeatable
+    feats = torch.randn(2, 10, 8)  # 10 frames -> 2 projected vectors (stride 5)
+    lengths = torch.tensor([10, 10])
+    text = torch.tensor([[5, -1], [7, 9]])
+    text_lengths = torch.tensor([1, 2])
+    loss, stats, _ = model(feats, lengths, text, text_lengths, torch.tensor([[0], [1]]))
+    assert "loss_ctc" in stats
+    torch.testing.assert_close(loss, stats["loss_ce"] + stats["aux_loss"] + 0.5 * stats["loss_ctc"])
+    # utterance 0 by hand: one target token a over 2 vectors; paths (a a), (a -), (- a)
+    proj = model.frontend.project(feats, lengths, torch.tensor([0, 1]))
+    assert proj.lengths.tolist() == [2, 2]
+    p = model.llm.token_logits(proj.embeds[0]).float().softmax(-1)
+    blank = model.llm.pad_token_id
+    prob_a = p[0, 5] * p[1, 5] + p[0, 5] * p[1, blank] + p[0, blank] * p[1, 5]
+    # utterance 1: two different tokens in 2 vectors: only the path (b c)
+    p1 = model.llm.token_logits(proj.embeds[1]).float().softmax(-1)
+    prob_bc = p1[0, 7] * p1[1, 9]
+    expected = (-prob_a.log() / 1 - prob_bc.log() / 2) / 2  # per-token, then batch mean
+    torch.testing.assert_close(stats["loss_ctc"].reshape(()), expected.detach(), rtol=1e-4, atol=1e-4)
+    # the CTC term alone trains the projector
+    model.zero_grad()
+    model.ctc_loss(proj, [[5], [7, 9]]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.frontend.projector.parameters()
+               if p.requires_grad and p.dim() > 1)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        _model(models, model_conf={"ctc_weight": -1.0})

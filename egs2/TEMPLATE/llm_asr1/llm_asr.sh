@@ -375,7 +375,8 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
         ${python} -m espnet_llm_asr.bin.score --ref_dir "${dumpdir}/raw/${s}" --hyp_dir "${dir}"
     done
     log "Stage 13: writing RESULTS.md"
-    ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out RESULTS.md
+    ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out RESULTS.md \
+        --ref_root "${dumpdir}/raw"
     log "Stage 13: done; see RESULTS.md"
 fi
 
