@@ -161,6 +161,13 @@ def build_tiny_whisper(
 
 
 # ---------------------------------------------------------------------- tokenizer
+def prompt_after_speech() -> str:
+    """The default prompt's text after the speech slot (no language instruction)."""
+    from espnet_llm_asr.llm import DEFAULT_PROMPT, SPEECH_PLACEHOLDER
+
+    return DEFAULT_PROMPT.split(SPEECH_PLACEHOLDER, 1)[1].replace("{lang_instruction}", "")
+
+
 def prompt_text_lines() -> List[str]:
     """The text of the default LLM prompt without its placeholders, one line per prompt line.
 
@@ -332,6 +339,7 @@ def pretrain_causal_lm(
     device: str = "cpu",
     seed: int = 0,
     max_tokens: int = 256,
+    copy_fraction: float = 0.0,
 ) -> Dict[str, float]:
     """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
 
@@ -339,6 +347,13 @@ def pretrain_causal_lm(
     cosine decay, gradient clipping at 1.0, random batches of ``batch_size``
     lines (truncated to ``max_tokens``).  Returns ``first_loss`` /
     ``last_loss`` (means over the first / last few steps).
+
+    ``copy_fraction`` of the examples are instead laid out as the ASR model
+    lays out an utterance, with the transcript's own tokens in the speech
+    slot: ``BOS + text + prompt after the speech + text + EOS``.  A real LLM
+    can repeat what its prompt holds; a toy LM trained on random word
+    sequences cannot, and this teaches it (the projector then only has to
+    make speech look like the words).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -349,8 +364,12 @@ def pretrain_causal_lm(
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).to(device)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    seqs = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_tokens]
-            for t in texts]
+    token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    seqs = [(bos + ids + [tokenizer.eos_token_id])[:max_tokens] for ids in token_lists]
+    if not 0.0 <= copy_fraction <= 1.0:
+        raise ValueError(f"pretrain_causal_lm: copy_fraction must be in [0, 1], got {copy_fraction}")
+    suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
+    copies = [(bos + ids + suffix + ids + [tokenizer.eos_token_id])[:max_tokens] for ids in token_lists]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     gen = torch.Generator().manual_seed(seed)
@@ -362,7 +381,8 @@ def pretrain_causal_lm(
     with _progress(steps, "LM pretraining") as bar:
         for step in range(steps):
             idx = torch.randint(len(seqs), (min(batch_size, len(seqs)),), generator=gen).tolist()
-            batch = [seqs[i] for i in idx]
+            as_copy = (torch.rand(len(idx), generator=gen) < copy_fraction).tolist()
+            batch = [copies[i] if c else seqs[i] for i, c in zip(idx, as_copy)]
             width = max(len(s) for s in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)

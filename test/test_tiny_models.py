@@ -84,6 +84,35 @@ def test_pretrain_causal_lm_loss_falls(tmp_path, tokenizer_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llm", "trained"]  # no temporary dirs left
 
 
+def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
+    """copy_fraction trains on ASR-shaped sequences: BOS + text + prompt after the speech + text + EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm = tiny_models.build_tiny_llm(tmp_path / "llm", tokenizer_dir, **TINY_LLM)
+    for frac in (0.0, 1.0):
+        tiny_models.pretrain_causal_lm(llm, TEXTS, out_dir=tmp_path / f"copy{frac}", steps=40, batch_size=8,
+                                       lr=3e-3, log_every=10, copy_fraction=frac)
+    tok = AutoTokenizer.from_pretrained(str(llm))
+    suffix = tok(tiny_models.prompt_after_speech(), add_special_tokens=False)["input_ids"]
+    assert tiny_models.prompt_after_speech() == "USER: Transcribe speech to text.\n ASSISTANT:"
+
+    def prompt_loss(model_dir):  # loss on the prompt between the two copies of the transcript
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        total = 0.0
+        for t in TEXTS:
+            ids = tok(t, add_special_tokens=False)["input_ids"]
+            seq = [tok.bos_token_id] + ids + suffix + ids + [tok.eos_token_id]
+            labels = [-100] * (1 + len(ids)) + suffix + [-100] * (len(ids) + 1)
+            with torch.no_grad():
+                total += model(input_ids=torch.tensor([seq]), labels=torch.tensor([labels])).loss.item()
+        return total / len(TEXTS)
+
+    # only the model trained on copy examples has seen the prompt there (learning to copy takes far longer)
+    assert prompt_loss(tmp_path / "copy1.0") < 0.7 * prompt_loss(tmp_path / "copy0.0")
+    with pytest.raises(ValueError, match="copy_fraction"):
+        tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.5)
+
+
 # ---------------------------------------------------------------------- Whisper
 def test_build_tiny_whisper_defaults(tmp_path):
     """The recipe's default tiny encoder: d_model 256, 4 layers, 80 mels, a 30 s window at 50 Hz."""

@@ -56,6 +56,7 @@ DEFAULT_CONFIG: Dict = {
     },
     "pretrain_llm": {  # tiny_models.pretrain_causal_lm
         "steps": 1000, "batch_size": 32, "lr": 1.0e-3, "warmup": None, "log_every": 50, "device": "auto",
+        "copy_fraction": 0.0,
     },
 }
 

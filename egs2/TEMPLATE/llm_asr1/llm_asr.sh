@@ -229,6 +229,10 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
             log "Stage 7: tiny LLM already pretrained, skipped"
         else
             log "Stage 7: pretraining the tiny LLM on the training text (log: ${tiny_dir}/logs/pretrain_llm.log)"
+            # from a freshly built LM (same seed), never on top of an earlier pretraining
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_llm.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts llm \
+                --out_dir "${tiny_dir}" --train_text "${dumpdir}/raw/${data_train_set}/text"
             single_job ${train_cmd} "${tiny_dir}/logs/pretrain_llm.log" \
                 ${python} -m espnet_llm_asr.bin.pretrain_tiny_models llm --config "${tiny_config}" \
                 --model_dir "${llm_path}" --text "${dumpdir}/raw/${data_train_set}/text"
