@@ -23,7 +23,7 @@ on both with no code change besides the config.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
@@ -108,9 +108,16 @@ class ProjectorFrontend(AbsFrontend):
         speech_lengths: torch.Tensor,
         lang_ids: Optional[torch.Tensor] = None,
         target_lengths: Optional[torch.Tensor] = None,
+        augment: Optional[Callable] = None,
     ) -> ProjectorOutput:
-        """(B, L) waveforms or (B, T, D) features -> :class:`ProjectorOutput` in LLM space."""
+        """(B, L) waveforms or (B, T, D) features -> :class:`ProjectorOutput` in LLM space.
+
+        ``augment`` (training only, e.g. ESPnet's ``SpecAug``) maps the encoder
+        features ``(B, T, D), (B,)`` to augmented ones before the projector.
+        """
         feats, feats_lengths = self.encode(speech, speech_lengths)
+        if augment is not None:
+            feats, feats_lengths = augment(feats, feats_lengths)
         feats = feats.to(next(self.projector.parameters()).dtype)
         return self.projector(feats, feats_lengths, lang_ids=lang_ids, target_lengths=target_lengths)
 

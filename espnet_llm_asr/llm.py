@@ -281,7 +281,10 @@ class CausalLLM(torch.nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+        """Token ids -> one line of text: special tokens dropped, every run of
+        whitespace (newlines included, which would break a Kaldi ``text``
+        file) collapsed to one space."""
+        return " ".join(self.tokenizer.decode(list(ids), skip_special_tokens=True).split())
 
     # ---------------------------------------------------------------- compute
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

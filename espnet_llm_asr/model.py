@@ -53,6 +53,10 @@ class LLMASRModel(AbsESPnetModel):
             (B, T', D) -> LLM output head -> (B, T', V), targets the
             transcript tokens, blank = the LLM's pad token (EOS if it has
             none); 0 (default, as in the papers) turns it off.
+        specaug: optional augmentation of the encoder features (B, T, D) in
+            training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
+            its frequency masks acting on feature dimensions); decoding and
+            validation never augment.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class LLMASRModel(AbsESPnetModel):
         extract_feats_in_collect_stats: bool = True,
         max_nonfinite_batches: int = 20,
         ctc_weight: float = 0.0,
+        specaug: Optional[torch.nn.Module] = None,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -80,6 +85,7 @@ class LLMASRModel(AbsESPnetModel):
         if ctc_weight < 0:
             raise ValueError(f"model_conf.ctc_weight must be >= 0, got {ctc_weight}")
         self.ctc_weight = ctc_weight
+        self.specaug = specaug
         self._nonfinite_in_a_row = 0
 
     # ------------------------------------------------------- checkpoints
@@ -183,7 +189,8 @@ class LLMASRModel(AbsESPnetModel):
         batch = speech.size(0)
         lang_ids = self._lang_ids(lang)
         target_lengths = text_lengths if self.projector.uses_target_lengths else None
-        proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths)
+        augment = self.specaug if self.training else None
+        proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths, augment=augment)
         texts = [text[i, : int(text_lengths[i])].tolist() for i in range(batch)]
         seqs, starts = self._segments(proj, lang_ids, texts)
 

@@ -24,6 +24,8 @@ import numpy as np
 from espnet_llm_asr._compat import import_espnet
 
 _abs_task = import_espnet("espnet2.tasks.abs_task")
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug  # noqa: E402
+from espnet2.asr.specaug.specaug import SpecAug  # noqa: E402
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 from espnet2.train.collate_fn import CommonCollateFn  # noqa: E402
 from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
@@ -39,6 +41,16 @@ frontend_choices = ClassChoices(
     classes=FRONTEND_CLASSES,
     type_check=ProjectorFrontend,
     default="smear_moe",
+)
+
+#: ``specaug: specaug`` + ``specaug_conf`` (as in ESPnet's ASR task): masks on
+#: the (dumped) encoder features, training only; default none.
+specaug_choices = ClassChoices(
+    name="specaug",
+    classes=dict(specaug=SpecAug),
+    type_check=AbsSpecAug,
+    default=None,
+    optional=True,
 )
 
 
@@ -101,7 +113,7 @@ class LLMASRTask(_abs_task.AbsTask):
     """Frozen speech encoder + projector + frozen LLM, trained by ESPnet's Trainer."""
 
     num_optimizers: int = 1
-    class_choices_list = [frontend_choices]
+    class_choices_list = [frontend_choices, specaug_choices]
     trainer = AtomicCheckpointTrainer
 
     @classmethod
@@ -174,7 +186,11 @@ class LLMASRTask(_abs_task.AbsTask):
         lang_list = read_lang_list(getattr(args, "lang_list", None))
         if frontend.projector.needs_lang_ids and not lang_list:
             raise ValueError(f"frontend '{frontend_name}' needs language ids: set --lang_list")
-        model = LLMASRModel(frontend, llm, lang_list=lang_list, **(getattr(args, "model_conf", None) or {}))
+        specaug = None
+        if getattr(args, "specaug", None) is not None:
+            specaug = specaug_choices.get_class(args.specaug)(**(getattr(args, "specaug_conf", None) or {}))
+        model = LLMASRModel(frontend, llm, lang_list=lang_list, specaug=specaug,
+                            **(getattr(args, "model_conf", None) or {}))
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         logging.info(f"LLM-ASR model: {n_train:,} trainable of {n_all:,} parameters")

@@ -160,3 +160,14 @@ def test_auxiliary_ctc_through_the_llm_output_head(models):
                if p.requires_grad and p.dim() > 1)
     with pytest.raises(ValueError, match="ctc_weight"):
         _model(models, model_conf={"ctc_weight": -1.0})
+
+
+def test_decoded_text_is_one_line(models):
+    """A hypothesis with newlines (beam search can continue into the prompt's
+    "\\n ASSISTANT:") must stay one line of a Kaldi ``text`` file."""
+    from espnet_llm_asr.llm import CausalLLM
+
+    llm = CausalLLM(str(models["llm"]))
+    ids = llm.tokenize("a b\n ASSISTANT:  c")
+    assert "\n" in llm.tokenizer.decode(ids)  # the tokenizer keeps the newline ...
+    assert llm.decode(ids) == "a b ASSISTANT: c"  # ... the hypothesis does not

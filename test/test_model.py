@@ -272,3 +272,41 @@ def test_cif_decoding_writes_alphas(assets):
 
         total = sum(a)
         assert counts[uid] in {rule(total - slack), rule(total + slack)}, (uid, total, counts[uid])
+
+
+def test_specaug_masks_encoder_features_in_training_only(assets):
+    """``specaug: specaug`` (ESPnet's SpecAug) masks the projector's input while
+    training and never in decoding; the model trains and saves with it."""
+    import yaml
+
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.inference import load_trained_model
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf_path = train_config(root, models, "mono")
+    conf = yaml.safe_load(conf_path.read_text())
+    conf["specaug"] = "specaug"
+    conf["specaug_conf"] = {"apply_time_warp": False, "apply_freq_mask": True,
+                            "freq_mask_width_range": [8, 16], "num_freq_mask": 1,
+                            "apply_time_mask": True, "time_mask_width_range": [2, 4], "num_time_mask": 1}
+    conf_path = root / "train_specaug.yaml"
+    conf_path.write_text(yaml.safe_dump(conf))
+    out = root / "exp_specaug"
+    LLMASRTask.main(cmd=["--config", str(conf_path), "--output_dir", str(out), "--ngpu", "0",
+                         "--max_epoch", "1", "--num_iters_per_epoch", "2", *data_args(data)])
+    model, _ = load_trained_model(out / "config.yaml", out / "1epoch.pth")
+    assert type(model.specaug).__name__ == "SpecAug"
+
+    seen = []
+    model.frontend.projector.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    feats = torch.randn(2, 40, model.frontend.input_dim) + 3.0  # no exact zeros of its own
+    lengths = torch.tensor([40, 30])
+    text = torch.tensor([[5, 6], [7, -1]])
+    model.train()
+    model(feats, lengths, text, torch.tensor([2, 1]), lang=torch.tensor([[0], [1]]))
+    assert (seen[-1] == 0).any(dim=-1).float().mean() > 0.2  # frequency masks zero dims in every frame
+    model.eval()
+    with torch.no_grad():
+        model(feats, lengths, text, torch.tensor([2, 1]), lang=torch.tensor([[0], [1]]))
+    assert torch.equal(seen[-1], feats)
