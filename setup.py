@@ -1,26 +1,36 @@
 """espnet_llm_asr: an ESPnet plugin and recipe toolkit for LLM-based ASR."""
 from setuptools import find_packages, setup
 
+# Ranges for installing into an environment of your own; tools/install.sh
+# installs the exact versions of tools/requirements.lock instead.  Upper
+# bounds are where we know of breakage.
 install_requires = [
     # We register components into espnet2's ClassChoices and subclass its
     # AbsTask/AbsESPnetModel/Trainer internals, which change between releases:
     # pin the release we test against (the newest PyPI serves).
     "espnet==202511",
-    "torch",
+    # torch and torchaudio must share their minor version (torchaudio's C++
+    # library is built for one torch; `import espnet_llm_asr` checks it).
+    # PyPI has no torchaudio 2.12+, so torch stays below 2.12.
+    # >=2.5: torch.serialization.safe_globals (checkpoint resume).
+    "torch>=2.5,<2.12",
     # espnet2.tasks.* imports torchaudio without declaring it.
-    "torchaudio",
-    "transformers",
+    "torchaudio>=2.5,<2.12",
+    # >=5: the code is written against transformers 5 (WhisperEncoder,
+    # tokenizer and generate APIs).
+    "transformers>=5.0,<6",
     "sentencepiece",
-    "kaldiio",
-    "soundfile",
-    "jiwer",
-    "pyyaml",
+    "kaldiio>=2.17",
+    "soundfile>=0.12",
+    "jiwer>=3.0",
+    "pyyaml>=5.1",
     "tqdm",
-    "matplotlib",
+    "matplotlib>=3.5",
 ]
 
 extras_require = {
-    "test": ["pytest", "peft"],  # peft: the LoRA path is tested too
+    # peft: the LoRA path is tested too; packaging: the lock/setup.py check
+    "test": ["pytest", "peft", "packaging"],
     "lora": ["peft"],
 }
 

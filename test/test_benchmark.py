@@ -5,14 +5,20 @@ never asserted in a timed test.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from espnet_llm_asr.benchmark import (PROJECTOR_ROWS, README_BEGIN, README_END, NaiveSmear, QUICK_SIZES,
-                                      build_benchmark_projectors, projector_inputs, update_readme)
+import espnet_llm_asr.benchmark as benchmark_pkg
+from espnet_llm_asr.benchmark import MODULE_ORDER
+from espnet_llm_asr.benchmark.common import QUICK_SIZES
+from espnet_llm_asr.benchmark.projectors import (PROJECTOR_ROWS, NaiveSmear, build_benchmark_projectors,
+                                                 projector_inputs)
+from espnet_llm_asr.benchmark.report import README_BEGIN, README_END, update_readme
 
 
 @pytest.fixture
@@ -22,6 +28,66 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _benchmark_imports(path: Path) -> set:
+    """Benchmark modules that the module at ``path`` imports anywhere in it (module level or in
+    functions), absolute or relative; ``"__init__"`` for the package itself."""
+    pkg = "espnet_llm_asr.benchmark"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the package (modules of it sit one level down)
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            # "from pkg import x" may name a submodule x
+            names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == pkg:
+                found.add("__init__")
+            elif name.startswith(pkg + "."):
+                sub = name[len(pkg) + 1:].split(".")[0]
+                if (path.parent / f"{sub}.py").exists():
+                    found.add(sub)
+    found.discard(path.stem)
+    return found
+
+
+def test_benchmark_import_direction():
+    """The benchmark modules import each other in one direction only: each imports only
+    modules before it in MODULE_ORDER (the package __init__ sits on top), so no cycle."""
+    pkg_dir = Path(benchmark_pkg.__file__).parent
+    modules = sorted(p.stem for p in pkg_dir.glob("*.py") if p.stem != "__init__")
+    assert sorted(MODULE_ORDER) == modules, "every benchmark module has its place in MODULE_ORDER"
+    rank = {m: i for i, m in enumerate(MODULE_ORDER)}
+    rank["__init__"] = len(MODULE_ORDER)
+    graph = {m: _benchmark_imports(pkg_dir / f"{m}.py") for m in rank}
+    for mod, deps in graph.items():
+        above = sorted(d for d in deps if rank[d] >= rank[mod])
+        assert not above, f"benchmark/{mod}.py imports {above}, which are not below it in MODULE_ORDER"
+    # acyclic (implied by the order, checked on its own): depth-first search for a back edge
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            assert state.get(d) != "open", f"import cycle: {' -> '.join(stack + [m, d])}"
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    # the old top-level modules are gone
+    for old in ("benchmark.py", "benchmark_asr.py", "benchmark_system.py"):
+        assert not (pkg_dir.parent / old).exists(), old
 
 
 def test_naive_smear_loop_equals_merged():

@@ -18,7 +18,9 @@ import shlex
 import sys
 from typing import List, Optional
 
-from espnet_llm_asr.benchmark import PARTS, BenchSettings, render_markdown, run_benchmark, update_readme
+from espnet_llm_asr.benchmark.common import BenchSettings
+from espnet_llm_asr.benchmark.report import render_markdown, update_readme
+from espnet_llm_asr.benchmark.run import PARTS, run_benchmark
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -266,6 +266,29 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _gpu_names() -> str:
+    """Visible CUDA devices by name, or ``none``."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 - an environment line must never stop the results
+        pass
+    return "none"
+
+
 def environment_lines() -> List[str]:
     """ESPnet-style environment block: date, versions, git commit of this code."""
     import espnet_llm_asr
@@ -276,9 +299,11 @@ def environment_lines() -> List[str]:
         f"- date: `{datetime.datetime.now().astimezone().strftime('%a %b %d %H:%M:%S %Z %Y')}`",
         f"- python version: `{sys.version.split()[0]} ({platform.platform()})`",
         f"- espnet version: `espnet {_version('espnet')}`",
-        f"- pytorch version: `pytorch {_version('torch')}`",
+        f"- pytorch version: `pytorch {_version('torch')}` (torchaudio `{_version('torchaudio')}`)",
         f"- transformers version: `transformers {_version('transformers')}`",
         f"- espnet_llm_asr version: `{espnet_llm_asr.__version__}`",
+        f"- CPU: `{_cpu_name()}`, {os.cpu_count()} cores",
+        f"- GPU: `{_gpu_names()}`",
     ]
     commit = _git(["rev-parse", "HEAD"], code_dir)
     if commit:

@@ -1,4 +1,5 @@
-"""System-level cost of smear_moe over mono at real sizes (random weights, nothing downloaded).
+"""System-level benchmark part: decoding time of smear_moe over mono at real sizes
+(random weights, nothing downloaded).
 
 CPU (this function measures the parts that fit and adds them up): decoding one
 10 s utterance =
@@ -13,6 +14,9 @@ The LM head (3584 x 256000) is timed on 1/8 of the vocabulary and scaled by 8.
 GPU (``torch.cuda.is_available()``): the whole pipeline in bf16 (32-layer
 encoder, 42-layer Gemma-2-9B-sized LLM, projector), batched greedy decoding of
 a fixed number of tokens; RTF and tokens/s for mono and smear_moe.
+
+The encoder helpers (:func:`build_sized_whisper`, :func:`time_encoder_scaled`)
+also serve the dumped-features part.  Imports common and projectors.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from typing import Dict
 
 import torch
 
-from espnet_llm_asr.benchmark import BenchSettings, best_time
+from espnet_llm_asr.benchmark.common import BenchSettings, best_time
+from espnet_llm_asr.benchmark.projectors import build_benchmark_projectors
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +136,6 @@ def bench_system(settings: BenchSettings) -> Dict[str, object]:
     """System-level decoding time of mono vs smear_moe (see the module docstring)."""
     if torch.cuda.is_available() and not settings.quick:
         return bench_system_gpu(settings)
-    from espnet_llm_asr.benchmark import build_benchmark_projectors
     from espnet_llm_asr.encoder import WhisperEncoder
 
     enc_dims = encoder_dims(settings)
@@ -201,8 +205,6 @@ def bench_system_gpu(settings: BenchSettings, batch: int = 8) -> Dict[str, objec
     greedy decoding of a fixed number of tokens, mono vs smear_moe."""
     from transformers import Gemma2ForCausalLM, WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
-
-    from espnet_llm_asr.benchmark import build_benchmark_projectors
 
     dev, dtype = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)
