@@ -340,6 +340,8 @@ def pretrain_causal_lm(
     seed: int = 0,
     max_tokens: int = 256,
     copy_fraction: float = 0.0,
+    aligned_fraction: float = 0.0,
+    aligned_slot: Optional[Dict] = None,
 ) -> Dict[str, float]:
     """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
 
@@ -353,8 +355,14 @@ def pretrain_causal_lm(
     slot: ``BOS + text + prompt after the speech + text + EOS``.  A real LLM
     can repeat what its prompt holds; a toy LM trained on random word
     sequences cannot, and this teaches it (the projector then only has to
-    make speech look like the words).
+    make speech look like the words).  ``aligned_fraction`` of those copy
+    examples instead hold the transcript as a fixed-stride projector lays it
+    out (tokens spread over duration-like spans among filler positions, with
+    noise; ``aligned_slot``: :class:`~espnet_llm_asr.copy_examples.AlignedSlotConfig`
+    keys), with no loss on the slot, so that the LM learns to read what
+    stride-5 projectors (mono, smear_moe, ...) give it.
     """
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = read_lines(lines)
@@ -365,12 +373,18 @@ def pretrain_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).to(device)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    seqs = [(bos + ids + [tokenizer.eos_token_id])[:max_tokens] for ids in token_lists]
-    if not 0.0 <= copy_fraction <= 1.0:
-        raise ValueError(f"pretrain_causal_lm: copy_fraction must be in [0, 1], got {copy_fraction}")
+    for name, value in (("copy_fraction", copy_fraction), ("aligned_fraction", aligned_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"pretrain_causal_lm: {name} must be in [0, 1], got {value}")
     suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
-    copies = [(bos + ids + suffix + ids + [tokenizer.eos_token_id])[:max_tokens] for ids in token_lists]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    special = set(tokenizer.all_special_ids)
+    maker = CopyExampleMaker(
+        bos, tokenizer.eos_token_id, suffix, filler=pad_id, chars=token_char_counts(tokenizer),
+        vocab=[i for i in range(len(tokenizer)) if i not in special],
+        aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in (aligned_slot or {}).items()}),
+        max_tokens=max_tokens)
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -380,16 +394,19 @@ def pretrain_causal_lm(
     losses: List[float] = []
     with _progress(steps, "LM pretraining") as bar:
         for step in range(steps):
-            idx = torch.randint(len(seqs), (min(batch_size, len(seqs)),), generator=gen).tolist()
+            idx = torch.randint(len(token_lists), (min(batch_size, len(token_lists)),), generator=gen).tolist()
             as_copy = (torch.rand(len(idx), generator=gen) < copy_fraction).tolist()
-            batch = [copies[i] if c else seqs[i] for i, c in zip(idx, as_copy)]
-            width = max(len(s) for s in batch)
+            as_aligned = (torch.rand(len(idx), generator=gen) < aligned_fraction).tolist()
+            kinds = ["text" if not c else "aligned" if a else "copy" for c, a in zip(as_copy, as_aligned)]
+            batch = [maker.make(token_lists[i], kind, gen) for i, kind in zip(idx, kinds)]
+            width = max(len(seq) for seq, _ in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, s in enumerate(batch):
-                ids[row, : len(s)] = torch.tensor(s)
-                mask[row, : len(s)] = 1
-            labels = ids.masked_fill(mask == 0, -100)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, (seq, lab) in enumerate(batch):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+                labels[row, : len(lab)] = torch.tensor(lab)
             for group in opt.param_groups:
                 group["lr"] = schedule(step)
             loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss

@@ -79,3 +79,27 @@ def test_compare_projectors_sh_checks_its_arguments(tmp_path):
     proc = run("--projectors", "mono", "--asr_config", "conf/train_mono.yaml")
     assert proc.returncode != 0 and "set per projector" in proc.stderr
     assert run("--help").stdout.startswith("Train, decode and score several projectors")
+
+
+def test_compare_table_has_routing_for_moes(tmp_path):
+    """Usage per expert, gate entropy and gate LID, computed from the decoded gates files."""
+    pytest.importorskip("jiwer")
+    mono = _exp(tmp_path, "train_mono", "mono", {}, 10, 1)
+    smear = _exp(tmp_path, "train_smear_moe", "smear_moe", {}, 20, 2)
+    # hi utterances lean on expert 0, ta on expert 1: the gates identify the language
+    gates = {"hi_s1-u1": (0.7, 0.3), "hi_s1-u2": (0.9, 0.1), "ta_s2-u1": (0.2, 0.8), "ta_s2-u2": (0.4, 0.6)}
+    for test_set in ("test", "test_other"):
+        _write(smear / "decode_x_valid.acc.ave" / test_set / "gates",
+               [f"{k} {a} {b}" for k, (a, b) in gates.items()])
+    text = compare_projectors([mono, smear], tmp_path / "out.md", ref_root=tmp_path / "dump" / "raw")
+    routing = text.split("### Routing")[1]
+    rows = [ln for ln in routing.splitlines() if ln.startswith("|asr_")]
+    assert len(rows) == 2 and all(r.startswith("|asr_train_smear_moe (smear_moe)|") for r in rows)
+    cells = rows[0].split("|")
+    assert cells[2:5] == ["test", "2", "0.55 / 0.45"]
+    import numpy as np
+
+    g = np.array(list(gates.values()))
+    entropy = -(g * np.log(g)).sum(1).mean()
+    assert cells[5].startswith(f"{entropy:.3f} (max {np.log(2):.3f})")
+    assert cells[6] == "1.000 (chance 0.50)"

@@ -10,7 +10,11 @@ line and the job runner's "# Accounting: time=S" line; a resumed run counts
 its last part only), then WER and CER per test set and language side by side.
 The error rates are sclite's own, read by :mod:`espnet_llm_asr.bin.make_results`
 from ``<exp>/<decode tag>/<test set>/score_{wer,cer}/result.txt``; nothing is
-recomputed.  The table is written atomically.
+recomputed.  For MoE projectors, a routing table per test set: each
+expert's usage (mean utterance gate), the mean entropy of the utterance gates
+(nats; log E = uniform, 0 = one expert), and the gate language-ID accuracy
+(:func:`espnet_llm_asr.analysis.gate_language_id_accuracy`), from the decoded
+``gates`` files.  The table is written atomically.
 """
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_llm_asr.bin.make_results import _exp_label, collect_exp, summary_lines
+import numpy as np
+
+from espnet_llm_asr.analysis import gate_language_id_accuracy, read_gates
+from espnet_llm_asr.bin.make_results import TestSetResult, _exp_label, collect_exp, summary_lines
+from espnet_llm_asr.data_io import read_kaldi_map
 from espnet_llm_asr.utils import atomic_write_text
 
 _PARAMS = re.compile(r"LLM-ASR model: ([\d,]+) trainable of ([\d,]+) parameters")
@@ -50,8 +58,52 @@ def _fmt_time(s: Optional[int]) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def compare_projectors(exp_dirs: Sequence, out) -> str:
-    """Write the comparison of ``exp_dirs`` to ``out`` (markdown); returns its text."""
+def _utt2lang(r: TestSetResult, ref_root: Optional[Path]) -> Optional[Dict[str, str]]:
+    for cand in [r.path / "score_wer" / "utt2lang"] + ([ref_root / r.test_set / "utt2lang"] if ref_root else []):
+        if cand.is_file():
+            return read_kaldi_map(cand)
+    return None
+
+
+def routing_lines(results: Dict[Path, List[TestSetResult]], ref_root: Optional[Path]) -> List[str]:
+    """Markdown rows ``|experiment|test set|usage per expert|gate entropy|gate LID|`` for decodes with gates."""
+    rows = []
+    for exp_dir, res in results.items():
+        for r in res:
+            if not (r.path / "gates").is_file():
+                continue
+            gates = read_gates(r.path / "gates")
+            if not gates:
+                continue
+            g = np.stack(list(gates.values()))  # (N, E)
+            usage = " / ".join(f"{u:.2f}" for u in g.mean(0))
+            entropy = float(-(g * np.log(np.clip(g, 1e-12, None))).sum(1).mean())
+            lid = "-"
+            utt2lang = _utt2lang(r, ref_root)
+            if utt2lang is not None:
+                try:
+                    res_lid = gate_language_id_accuracy(gates, utt2lang)
+                    lid = f"{res_lid.accuracy:.3f} (chance {res_lid.chance:.2f})"
+                except ValueError as e:
+                    lid = f"- ({e})"
+            rows.append(f"|{_exp_label(exp_dir)}|{r.test_set}|{g.shape[1]}|{usage}|{entropy:.3f} "
+                        f"(max {np.log(g.shape[1]):.3f})|{lid}|")
+    if not rows:
+        return []
+    return ["", "### Routing (MoE projectors, from the decoded utterance gates)", "",
+            "Usage = mean gate of each expert over the test set's utterances (1/E each when balanced); "
+            "entropy = mean entropy of an utterance's gates (log E: uniform, 0: one expert); gate LID = "
+            "leave-one-out nearest-centroid language identification from the gates alone.", "",
+            "|experiment|test set|experts|usage per expert|gate entropy (nats)|gate LID accuracy|",
+            "|---|---|---|---|---|---|"] + rows
+
+
+def compare_projectors(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw") -> str:
+    """Write the comparison of ``exp_dirs`` to ``out`` (markdown); returns its text.
+
+    ``ref_root``: where ``<test set>/utt2lang`` is looked up when the score dir has none.
+    """
+    ref_root = Path(ref_root) if ref_root else None
     exp_paths = [Path(d) for d in exp_dirs]
     missing = [str(d) for d in exp_paths if not d.is_dir()]
     if missing:
@@ -69,6 +121,7 @@ def compare_projectors(exp_dirs: Sequence, out) -> str:
         lines.append(f"|{_exp_label(d)}|{_fmt_int(trainable)}|{_fmt_int(total)}|{_fmt_time(seconds)}|{tags}|")
     lines += ["", "Error rates (sclite `Err`, %) per test set and language; `all` is the whole test set.", ""]
     lines += summary_lines(results, "wer") + summary_lines(results, "cer")
+    lines += routing_lines(results, ref_root)
     text = "\n".join(lines).rstrip("\n") + "\n"
     atomic_write_text(Path(out), text)
     logging.info(f"wrote {out} ({len(exp_paths)} experiment(s))")
@@ -79,10 +132,11 @@ def main(cmd=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp_dirs", nargs="+", required=True)
     p.add_argument("--out", default="exp/compare_projectors.md")
+    p.add_argument("--ref_root", default="dump/raw", help="dir of <test set>/utt2lang for the gate LID")
     args = p.parse_args(cmd)
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        print(compare_projectors(args.exp_dirs, args.out), end="")
+        print(compare_projectors(args.exp_dirs, args.out, args.ref_root), end="")
     except (OSError, ValueError) as e:
         logging.error(str(e))
         return 1

@@ -21,8 +21,9 @@ class ProjectorOutput:
         aux_loss: scalar tensor, already weighted (load balance, CIF quantity);
             a zero tensor on the right device when the projector has none.
         gates: (B, E) utterance-level expert weights (rows sum to 1) for
-            utterance-gated MoEs (smear_moe, cif_smear) and the static weights of
-            ``dense`` expanded to B; else None.
+            utterance-gated MoEs (smear_moe, cif_smear), the static weights of
+            ``dense`` expanded to B, and for ``hard_moe`` each expert's share of
+            the utterance's routing weight (analysis only); else None.
         alphas: (B, T) CIF weights over the input frames (unscaled, zero beyond
             the input lengths), for CIF projectors; else None.
     """

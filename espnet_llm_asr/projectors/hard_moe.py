@@ -111,4 +111,20 @@ class HardMoEProjector(AbsProjector):
                 y = self.experts.expert(frames[rows], e) * routing.combine[rows, cols].unsqueeze(-1)
                 out = out.index_add(0, rows, y)
         embeds = x.new_zeros(x.size(0), x.size(1), self.output_dim).masked_scatter(mask.unsqueeze(-1), out)
-        return ProjectorOutput(embeds, lengths, self.load_balance_loss(routing))
+        gates = self.utterance_shares(routing, mask, lengths)
+        return ProjectorOutput(embeds, lengths, self.load_balance_loss(routing), gates=gates)
+
+    def utterance_shares(self, routing: Routing, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, E): each utterance's mean over its frames of the weight each expert got.
+
+        Detached, for analysis (usage, gate entropy, gate language-ID), not a
+        merge weight.  Rows sum to 1 unless frames overflowed every choice
+        (those count as 0); an utterance without frames gets 1/E each.
+        """
+        n_frames, e = routing.probs.size(0), self.num_experts
+        per_frame = routing.probs.new_zeros(n_frames, e).scatter_add(
+            1, routing.experts, routing.combine * routing.kept).detach()  # (N, E)
+        utt = mask.nonzero(as_tuple=True)[0]  # (N,) utterance of each real frame, same order as x[mask]
+        sums = per_frame.new_zeros(lengths.size(0), e).index_add(0, utt, per_frame)
+        shares = sums / lengths.clamp_min(1).unsqueeze(1).to(sums.dtype)
+        return torch.where((lengths > 0).unsqueeze(1), shares, torch.full_like(shares, 1.0 / e))

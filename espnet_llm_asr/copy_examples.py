@@ -1,0 +1,137 @@
+"""ASR-shaped training examples for pretraining the toy LM (stage 7).
+
+A real LLM can repeat what its prompt holds and reads the blurred,
+stretched "pseudo-tokens" a speech projector gives it; a toy LM trained on
+random word sequences can do neither.  Besides plain text, the LM is
+therefore also trained on examples laid out as the ASR model lays out an
+utterance (``[BOS | speech slot | prompt after the speech | text | EOS]``),
+with something speech-like in the slot:
+
+``copy``
+    the transcript's own tokens, one per token (what CIF's one vector per
+    token resembles);
+``aligned``
+    the transcript laid out as a fixed-stride projector (stride 5 over 50 Hz
+    encoder frames: 10 positions a second) lays it out, like a CTC
+    alignment: each token spread over a duration-like span of positions
+    (proportional to its characters, at a speaking rate drawn per example),
+    repeated 1..``max_repeat`` times inside its span, filler (blank)
+    positions around it and between words, and a few positions replaced by
+    random tokens (noise).  The slot's positions get no loss: the LM learns
+    to *read* alignments, not to write them.
+
+Token ids in, token ids and labels (``-100`` = no loss) out.  The filler is
+the LM's pad token, which is also the blank of the model's auxiliary CTC
+(``model_conf.ctc_weight``), so what a CTC-trained projector emits between
+words is what the LM saw here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class AlignedSlotConfig:
+    """How an ``aligned`` speech slot is drawn.
+
+    ``positions_per_char``: range of the speaking rate, in slot positions per
+    transcript character (the default corpus: 8.8 characters a second, 4.5-13.9,
+    at 10 positions a second gives 0.7-2.2); ``max_repeat``: a token appears
+    1..max_repeat times in its span; ``edge_fill``: up to this many filler
+    positions before the first and after the last word (silence);
+    ``noise``: probability that a slot position is a random token.
+    """
+
+    positions_per_char: Tuple[float, float] = (0.7, 1.6)
+    max_repeat: int = 3
+    edge_fill: int = 3
+    noise: float = 0.05
+
+    def __post_init__(self):
+        lo, hi = self.positions_per_char
+        if not 0 < lo <= hi:
+            raise ValueError(f"aligned positions_per_char must be 0 < low <= high, got {self.positions_per_char}")
+        if self.max_repeat < 1 or self.edge_fill < 0 or not 0 <= self.noise < 1:
+            raise ValueError(f"aligned slot: need max_repeat >= 1, edge_fill >= 0, 0 <= noise < 1; got {self}")
+
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    """Uniform integer in [low, high]."""
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+def aligned_slot(ids: Sequence[int], chars: Sequence[int], filler: int, vocab: Sequence[int],
+                 gen: torch.Generator, cfg: AlignedSlotConfig) -> List[int]:
+    """A fixed-stride-projector-like layout of ``ids`` (token ids; ``chars[i]``: characters of token i).
+
+    Length = edge fill + sum over tokens of max(1, round(rate * chars)) + edge fill.
+    Reading it left to right and merging repeats between fillers gives ``ids``
+    back when ``noise`` is 0 (two equal neighbouring tokens are always
+    separated by a filler).
+    """
+    lo, hi = cfg.positions_per_char
+    rate = lo + (hi - lo) * float(torch.rand(1, generator=gen))
+    slot = [filler] * _randint(gen, 0, cfg.edge_fill)
+    for i, (tok, n) in enumerate(zip(ids, chars)):
+        span = max(1, round(rate * max(1, n)))
+        if i > 0 and ids[i - 1] == tok and slot[-1] == tok:
+            span = max(span, 2)
+            slot.append(filler)
+            span -= 1
+        reps = _randint(gen, 1, min(cfg.max_repeat, span))
+        offset = _randint(gen, 0, span - reps)
+        slot += [filler] * offset + [tok] * reps + [filler] * (span - reps - offset)
+    slot += [filler] * _randint(gen, 0, cfg.edge_fill)
+    if cfg.noise > 0:
+        hit = (torch.rand(len(slot), generator=gen) < cfg.noise).tolist()
+        picks = torch.randint(len(vocab), (len(slot),), generator=gen).tolist()
+        slot = [vocab[p] if h else s for s, h, p in zip(slot, hit, picks)]
+    return slot
+
+
+class CopyExampleMaker:
+    """Builds ``text`` / ``copy`` / ``aligned`` examples from a transcript's token ids.
+
+    Args:
+        bos: BOS id list (empty when the tokenizer has none); eos: EOS id.
+        suffix: ids of the prompt text after the speech slot.
+        filler: the slot's filler (pad) id; chars: characters of every
+            vocabulary id (for span lengths); vocab: ids that noise may draw
+            (no special tokens).
+    """
+
+    def __init__(self, bos: List[int], eos: int, suffix: List[int], filler: int, chars: Sequence[int],
+                 vocab: Sequence[int], aligned: AlignedSlotConfig, max_tokens: int = 256):
+        self.bos, self.eos, self.suffix, self.filler = bos, eos, suffix, filler
+        self.chars, self.vocab, self.aligned, self.max_tokens = chars, vocab, aligned, max_tokens
+
+    def make(self, ids: List[int], kind: str, gen: torch.Generator) -> Tuple[List[int], List[int]]:
+        """(input ids, labels) of one example, truncated to ``max_tokens``."""
+        if kind == "text":
+            seq = self.bos + ids + [self.eos]
+            labels = list(seq)
+        elif kind == "copy":
+            seq = self.bos + ids + self.suffix + ids + [self.eos]
+            labels = list(seq)
+        elif kind == "aligned":
+            slot = aligned_slot(ids, [self.chars[t] for t in ids], self.filler, self.vocab, gen, self.aligned)
+            head = self.bos + slot
+            seq = head + self.suffix + ids + [self.eos]
+            labels = self.bos + [IGNORE] * len(slot) + seq[len(head):]
+        else:
+            raise ValueError(f"unknown example kind {kind!r} (text | copy | aligned)")
+        return seq[: self.max_tokens], labels[: self.max_tokens]
+
+
+def token_char_counts(tokenizer) -> List[int]:
+    """Characters of each vocabulary id's text (word-boundary markers and spaces not counted)."""
+    counts = []
+    for tok in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
+        text = (tok or "").replace("\u2581", "").replace("\u0120", "").strip()
+        counts.append(len(text))
+    return counts
