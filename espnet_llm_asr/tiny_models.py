@@ -396,7 +396,9 @@ def pretrain_causal_lm(
         for step in range(steps):
             idx = torch.randint(len(token_lists), (min(batch_size, len(token_lists)),), generator=gen).tolist()
             as_copy = (torch.rand(len(idx), generator=gen) < copy_fraction).tolist()
-            as_aligned = (torch.rand(len(idx), generator=gen) < aligned_fraction).tolist()
+            # drawn only when used, so that aligned_fraction 0 keeps the random stream of earlier releases
+            as_aligned = ((torch.rand(len(idx), generator=gen) < aligned_fraction).tolist() if aligned_fraction > 0
+                          else [False] * len(idx))
             kinds = ["text" if not c else "aligned" if a else "copy" for c, a in zip(as_copy, as_aligned)]
             batch = [maker.make(token_lists[i], kind, gen) for i, kind in zip(idx, kinds)]
             width = max(len(seq) for seq, _ in batch)
