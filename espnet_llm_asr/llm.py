@@ -15,10 +15,22 @@ audio embeddings go; the default follows the SMEAR-MoE authors::
 (e.g. ``" The speech is in {lang_name}."``) when language ids are known, and
 is empty otherwise.  With ``use_chat_template: true`` the user turn
 ``"{speech}" + instruction`` is rendered through the tokenizer's chat
-template instead.
+template instead (with the generation prompt, so the transcript is the
+model's turn); e.g. Gemma 3::
+
+    <bos><start_of_turn>user\n{speech}Transcribe speech to text.<end_of_turn>\n<start_of_turn>model\n
+
+Either way the prompt starts with the tokenizer's BOS token exactly once
+when the tokenizer adds one (Gemma, Llama; not Qwen), and the transcript is
+followed by the tokenizer's EOS token, the one decoding stops at (for Gemma
+``<eos>``, not the chat template's ``<end_of_turn>``).  Special tokens such as
+the turn markers are single tokens of the prompt and are dropped from
+decoded hypotheses; characters outside the vocabulary reach the LLM as
+byte-fallback pieces when the tokenizer has them (Gemma: ``<0xEA>``...).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -127,6 +139,20 @@ def check_remote_code(name_or_path: str, trust_remote_code: bool, key: str) -> N
         )
 
 
+@contextlib.contextmanager
+def _remote_code_hint(name_or_path: str, trust_remote_code: bool):
+    """Turn transformers' ``trust_remote_code`` ValueError into one naming ``llm_conf.trust_remote_code``."""
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" in str(e) and not trust_remote_code:  # a case check_remote_code missed
+            raise ValueError(
+                f"llm_conf.trust_remote_code is false but {name_or_path!r} needs custom code: "
+                "set llm_conf.trust_remote_code: true if you trust it"
+            ) from e
+        raise
+
+
 class CausalLLM(torch.nn.Module):
     """A (frozen) Hugging Face causal LM used as the ASR decoder.
 
@@ -163,18 +189,16 @@ class CausalLLM(torch.nn.Module):
         kwargs = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype))
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        try:
+        with _remote_code_hint(model_name_or_path, trust_remote_code):
             self.tokenizer = AutoTokenizer.from_pretrained(
                 model_name_or_path, trust_remote_code=trust_remote_code
             )
+        self.set_prompt(prompt_template, use_chat_template, lang_instruction)  # fails before the slow load
+        with _remote_code_hint(model_name_or_path, trust_remote_code):
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-        except ValueError as e:
-            if "trust_remote_code" in str(e) and not trust_remote_code:  # a case the check missed
-                raise ValueError(
-                    f"llm_conf.trust_remote_code is false but {model_name_or_path!r} needs custom code: "
-                    "set llm_conf.trust_remote_code: true if you trust it"
-                ) from e
-            raise
+        if dtype == "float16" and str(getattr(model.config, "model_type", "")).startswith("gemma"):
+            logging.warning("llm_conf.dtype float16: Gemma activations overflow float16 (inf/NaN losses); "
+                            "use bfloat16 or float32")
         vocab = model.get_input_embeddings().num_embeddings
         if len(self.tokenizer) > vocab:
             raise ValueError(
@@ -190,13 +214,7 @@ class CausalLLM(torch.nn.Module):
         if lora_conf:
             model = self._add_lora(model, lora_conf)
         self.model = model
-        if SPEECH_PLACEHOLDER not in prompt_template and not use_chat_template:
-            raise ValueError(f"llm_conf.prompt_template must contain {SPEECH_PLACEHOLDER}: {prompt_template!r}")
-        self.prompt_template = prompt_template
-        self.use_chat_template = use_chat_template
-        self.lang_instruction = lang_instruction
         self.pinned_dtype = dtype != "float32"
-        self._prompt_cache: Dict[Optional[str], Tuple[List[int], List[int]]] = {}
 
     @staticmethod
     def _add_lora(model, lora_conf: Dict):
@@ -205,6 +223,17 @@ class CausalLLM(torch.nn.Module):
         except ImportError as e:
             raise ImportError("llm_conf.lora_conf needs peft: pip install -e .[lora]") from e
         conf = dict(lora_conf)
+        targets = conf.get("target_modules")
+        if isinstance(targets, (list, tuple)):  # a str is peft's regex or "all-linear"
+            names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+            missing = [t for t in targets if t not in names]
+            if missing:
+                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                 if isinstance(m, torch.nn.Linear)})
+                raise ValueError(
+                    f"llm_conf.lora_conf.target_modules {missing} name no module of "
+                    f"{type(model).__name__}; its linear layers are {linear}"
+                )
         conf.setdefault("task_type", "CAUSAL_LM")
         model = peft.get_peft_model(model, peft.LoraConfig(**conf))
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -243,11 +272,38 @@ class CausalLLM(torch.nn.Module):
         return super()._apply(fn, recurse)
 
     # ---------------------------------------------------------------- prompt
+    def set_prompt(
+        self,
+        prompt_template: str = DEFAULT_PROMPT,
+        use_chat_template: bool = False,
+        lang_instruction: Optional[str] = None,
+    ) -> None:
+        """Set (or change) the prompt: the ``llm_conf`` keys of the same names.
+
+        Raises:
+            ValueError: naming the key, when the template has no ``{speech}``
+                or the tokenizer has no chat template to use.
+        """
+        if SPEECH_PLACEHOLDER not in prompt_template and not use_chat_template:
+            raise ValueError(f"llm_conf.prompt_template must contain {SPEECH_PLACEHOLDER}: {prompt_template!r}")
+        if use_chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"llm_conf.use_chat_template is true but the tokenizer of {self.model_name_or_path!r} has no chat "
+                "template (no chat_template.jinja, no chat_template in tokenizer_config.json): "
+                "set use_chat_template: false and write the prompt in llm_conf.prompt_template"
+            )
+        self.prompt_template = prompt_template
+        self.use_chat_template = use_chat_template
+        self.lang_instruction = lang_instruction
+        self._prompt_cache: Dict[Optional[str], Tuple[List[int], List[int]]] = {}
+
     def prompt_ids(self, lang: Optional[str] = None) -> Tuple[List[int], List[int]]:
         """Token ids of the prompt text before and after the speech embeddings.
 
-        Returns ``(prefix_ids, suffix_ids)``; the prefix includes the
-        tokenizer's BOS token if it adds one.
+        Returns ``(prefix_ids, suffix_ids)``.  The prefix starts with the
+        tokenizer's BOS token, once, when the tokenizer adds one (a chat
+        template that writes BOS itself does not get a second one); neither
+        part ever holds EOS unless the prompt text names it.
         """
         if lang in self._prompt_cache:
             return self._prompt_cache[lang]
@@ -261,20 +317,26 @@ class CausalLLM(torch.nn.Module):
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
             )
-            add_special = False  # the chat template writes BOS itself
+            if SPEECH_PLACEHOLDER not in text:
+                raise ValueError(f"llm_conf.use_chat_template: the chat template of {self.model_name_or_path!r} "
+                                 f"does not keep the {SPEECH_PLACEHOLDER} placeholder: {text!r}")
         else:
             text = self.prompt_template.replace("{lang_instruction}", instruction)
-            add_special = True
         prefix, suffix = text.split(SPEECH_PLACEHOLDER, 1)
-        prefix_ids = self.tokenizer(prefix, add_special_tokens=add_special)["input_ids"]
-        if add_special and prefix == "" and self.tokenizer.bos_token_id is not None:
-            prefix_ids = [self.tokenizer.bos_token_id]
-        suffix_ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
-        # some tokenizers append EOS when add_special_tokens=True: never in a prompt
-        while prefix_ids and prefix_ids[-1] == self.eos_token_id:
-            prefix_ids = prefix_ids[:-1]
-        self._prompt_cache[lang] = (list(prefix_ids), list(suffix_ids))
+        prefix_ids = self.tokenize(prefix)
+        bos = self._added_bos()
+        if bos is not None and prefix_ids[:1] != [bos]:
+            prefix_ids = [bos] + prefix_ids
+        self._prompt_cache[lang] = (list(prefix_ids), self.tokenize(suffix))
         return self._prompt_cache[lang]
+
+    def _added_bos(self) -> Optional[int]:
+        """The BOS id when the tokenizer puts it before text with ``add_special_tokens=True``, else None."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            return None
+        # probed on a letter: some tokenizers add nothing at all to an empty string
+        return bos if self.tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else None
 
     def tokenize(self, text: str) -> List[int]:
         """Transcript -> token ids (no special tokens)."""
@@ -299,11 +361,22 @@ class CausalLLM(torch.nn.Module):
         """(B, T, D) vectors -> (B, T, V) logits through the LLM's own output head (no transformer layers)."""
         return self.model.get_output_embeddings()(hidden.to(self.dtype))
 
-    def forward(self, inputs_embeds, attention_mask, position_ids=None):
-        """(B, L, D) embeddings -> (B, L, V) logits."""
+    def forward(self, inputs_embeds, attention_mask, position_ids=None, logits_to_keep=0):
+        """(B, L, D) embeddings, (B, L) mask, (B, L) positions -> (B, L', V) logits.
+
+        ``logits_to_keep`` (Hugging Face's argument): 0 keeps all L positions;
+        an int k the last k; a 1-D long tensor those positions (the same for
+        every row).  With a 262k-word vocabulary the output head is large
+        (Gemma 3 270M: 168M of its 268M parameters) and the (B, L, V) logits
+        are the largest tensor of a training step; keeping only the
+        positions a loss reads saves that memory and the head's compute.
+        """
+        # passed only when used: a custom-code model may not know the argument
+        keep = {} if isinstance(logits_to_keep, int) and logits_to_keep == 0 else {"logits_to_keep": logits_to_keep}
         return self.model(
             inputs_embeds=inputs_embeds.to(self.dtype),
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=False,
+            **keep,
         ).logits

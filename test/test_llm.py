@@ -171,3 +171,60 @@ def test_decoded_text_is_one_line(models):
     ids = llm.tokenize("a b\n ASSISTANT:  c")
     assert "\n" in llm.tokenizer.decode(ids)  # the tokenizer keeps the newline ...
     assert llm.decode(ids) == "a b ASSISTANT: c"  # ... the hypothesis does not
+
+
+def test_chat_template_prompt_gets_bos_once(models):
+    """A chat template that writes BOS itself and one that does not: the prompt starts with BOS once."""
+    from espnet_llm_asr.llm import CausalLLM
+
+    llm = CausalLLM(str(models["llm"]))
+    bos = llm.tokenizer.bos_token_id
+    for template in ("{{ bos_token }}user: {{ messages[0]['content'] }} assistant:",
+                     "user: {{ messages[0]['content'] }} assistant:"):
+        llm.tokenizer.chat_template = template
+        llm.set_prompt(use_chat_template=True, lang_instruction=" Language: {lang_name}.")
+        prefix, suffix = llm.prompt_ids("ta")
+        assert prefix[0] == bos and (prefix + suffix).count(bos) == 1, template
+        assert prefix[1:] == llm.tokenize("user: ")
+        assert llm.decode(suffix) == "Transcribe speech to text. Language: Tamil. assistant:"
+        assert llm.eos_token_id not in prefix + suffix
+    llm.set_prompt()
+    assert llm.prompt_ids(None)[0] == [bos]
+
+
+def test_prompt_errors_name_the_key(models):
+    """No chat template to use, or no {speech}: a clear error naming the llm_conf key, before the
+    LLM weights are loaded (set_prompt runs right after the tokenizer)."""
+    from unittest import mock
+
+    from espnet_llm_asr.llm import CausalLLM
+
+    with mock.patch("transformers.AutoModelForCausalLM.from_pretrained", side_effect=AssertionError("loaded")):
+        with pytest.raises(ValueError, match="llm_conf.use_chat_template is true but the tokenizer .* no chat"):
+            CausalLLM(str(models["llm"]), use_chat_template=True)
+        with pytest.raises(ValueError, match=r"llm_conf.prompt_template must contain \{speech\}"):
+            CausalLLM(str(models["llm"]), prompt_template="USER: transcribe")
+    llm = CausalLLM(str(models["llm"]))
+    llm.tokenizer.chat_template = "{{ messages[0]['content'] | replace('{speech}', '') }}"
+    llm.set_prompt(use_chat_template=True)
+    with pytest.raises(ValueError, match="does not keep the {speech} placeholder"):
+        llm.prompt_ids(None)
+
+
+def test_lora_target_missing_from_the_llm(models):
+    from espnet_llm_asr.llm import CausalLLM
+
+    with pytest.raises(ValueError, match=r"target_modules \['c_attn'\] name no module of LlamaForCausalLM.*'q_proj'"):
+        CausalLLM(str(models["llm"]), lora_conf={"r": 2, "target_modules": ["q_proj", "c_attn"]})
+
+
+def test_logits_to_keep(models):
+    """forward(..., logits_to_keep): only the asked positions go through the output head."""
+    model = _model(models).eval()
+    llm = model.llm
+    embeds = llm.embed(torch.tensor([[1, 5, 6, 7, 8, 9]]))
+    mask = torch.ones(1, 6, dtype=torch.long)
+    with torch.no_grad():
+        full = llm(embeds, mask)
+        torch.testing.assert_close(llm(embeds, mask, logits_to_keep=2), full[:, -2:])
+        torch.testing.assert_close(llm(embeds, mask, logits_to_keep=torch.tensor([1, 3])), full[:, [1, 3]])
