@@ -82,6 +82,10 @@ class Speech2Text:
         num_beams, max_new_tokens, max_tokens_per_second, repetition_penalty,
         no_repeat_ngram_size, length_penalty: decoding options (see
             :meth:`LLMASRModel.generate`).
+        cache_implementation, compile_decoding, length_multiple: the fast
+            decoding path (``"static"`` KV cache, compiled decoding step,
+            shape rounding; see :meth:`LLMASRModel.generate`); the same
+            hypotheses as the default dynamic cache.
     """
 
     def __init__(
@@ -98,6 +102,9 @@ class Speech2Text:
         length_penalty: float = 1.0,
         num_beam_groups: int = 1,
         diversity_penalty: float = 0.0,
+        cache_implementation: str = "dynamic",
+        compile_decoding: Optional[bool] = None,
+        length_multiple: int = 1,
     ):
         if num_beam_groups > 1 or diversity_penalty:
             raise ValueError(
@@ -106,6 +113,11 @@ class Speech2Text:
             )
         if exp_dir is None and config is None:
             raise ValueError("give exp_dir or config (+ model_file)")
+        from espnet_llm_asr.model import generation_cache_kwargs
+
+        generation_cache_kwargs(cache_implementation, compile_decoding, torch.device(device))  # fail before loading
+        if length_multiple < 1:
+            raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
         if config is None:
             config = Path(exp_dir) / "config.yaml"
         if model_file is None and exp_dir is not None:
@@ -117,6 +129,8 @@ class Speech2Text:
             num_beams=num_beams, max_new_tokens=max_new_tokens,
             max_tokens_per_second=max_tokens_per_second, repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
+            cache_implementation=cache_implementation, compile_decoding=compile_decoding,
+            length_multiple=length_multiple,
         )
 
     # ------------------------------------------------------------------ io

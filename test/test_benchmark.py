@@ -124,8 +124,12 @@ def test_quick_benchmark_all_parts(tmp_path, one_thread):
         assert r["fwd_flops"] > 0 and r["fwd_bwd_flops"] > r["fwd_flops"], name
     assert rows["mono"]["fwd_ratio"] == 1.0
     stride5 = math.ceil(QUICK_SIZES.frames / 5)
-    for name in ("mono", "smear_moe", "dense", "hard_moe (top-2)", "smear naive: all experts, then mix"):
+    for name in ("mono", "smear_moe", "dense", "hard_moe (top-2)", "smear naive: all experts, then mix",
+                 "smear_moe, weights merged (merge_mode: merge)", "smear_moe, layer outputs mixed (merge_mode: mix)"):
         assert rows[name]["positions_per_utt"] == stride5
+    # SMEAR's exact formulations: mixing runs every expert (E times the matmul work); auto merges here
+    mix, merge = rows["smear_moe, layer outputs mixed (merge_mode: mix)"], rows["smear_moe, weights merged (merge_mode: merge)"]
+    assert mix["fwd_flops"] > merge["fwd_flops"] == rows["smear_moe"]["fwd_flops"]
     # running every expert costs E times one expert's MLP: more FLOPs than the merged SMEAR
     assert rows["smear naive: all experts, then mix"]["fwd_flops"] > rows["smear_moe"]["fwd_flops"]
     assert rows["smear_moe (1 expert)"]["params"] < rows["smear_moe"]["params"]
@@ -161,7 +165,27 @@ def test_quick_benchmark_all_parts(tmp_path, one_thread):
     # system level and goals
     assert res["system"]["smear_over_mono"] > 0 and res["system"]["device"] == "cpu"
     goals = {g["goal"]: g for g in res["goals"]}
-    assert len(goals) == 8 and all(g["measured"] is not None for g in goals.values())
+    assert len(goals) == 11 and all(g["measured"] is not None for g in goals.values())
+
+    # 6. the GPU throughput part, run on CPU at toy sizes: every row measured, the same
+    # hypotheses count in the static and dynamic greedy rows, a training step breakdown
+    thr = res["throughput"]
+    assert thr["device"] == "cpu" and thr["dtype"] == "float32"
+    rows = {r["label"]: r for r in thr["decoding"]}
+    batches = thr["sizes"]["batches"]
+    assert {(r["batch"], r["num_beams"], r["cache"]) for r in rows.values()} == (
+        {(b, n, "static") for b in batches for n in (1, 4)} | {(batches[1], 1, "dynamic")})
+    for r in rows.values():
+        assert r["error"] is None and r["seconds"] > 0 and r["rtfx"] > 0 and r["compiled"] is False, r
+        assert 0 < r["tokens"] <= r["batch"] * thr["sizes"]["new_tokens"]
+    assert thr["largest_batch"]["batch"] == max(thr["sizes"]["search_batches"])
+    for name in ("on_the_fly", "dumped"):
+        step = thr["training"][name]
+        assert step["batch"] == 7 and step["step_s"] > 0 and math.isfinite(step["loss"])
+        parts = ("encoder_s", "projector_fwd_s", "llm_fwd_loss_s", "backward_s", "optimizer_s")
+        assert step["step_s"] == pytest.approx(sum(step[p] for p in parts), rel=1e-6)
+    assert thr["training"]["on_the_fly"]["encoder_s"] > 0 == thr["training"]["dumped"]["encoder_s"]
+    assert "**6. GPU throughput** on cpu" in readme.read_text(encoding="utf-8")
 
     # README: the section sits between the markers, after Results, and is regenerated in place
     text = readme.read_text(encoding="utf-8")
@@ -171,3 +195,62 @@ def test_quick_benchmark_all_parts(tmp_path, one_thread):
     text2 = readme.read_text(encoding="utf-8")
     assert text2.count(README_BEGIN) == 1 and "regenerated" in text2 and "| mono |" not in text2
     assert text2.endswith("## Next\n\nmore\n")
+
+
+def test_throughput_part_without_gpu_is_skipped_and_reported():
+    """On CPU without --quick the GPU part says it needs a GPU; its goals read "not measured"."""
+    from espnet_llm_asr.benchmark.common import BenchSettings
+    from espnet_llm_asr.benchmark.report import render_markdown
+    from espnet_llm_asr.benchmark.run import evaluate_goals
+    from espnet_llm_asr.benchmark.throughput import bench_throughput
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the part would run at the papers' sizes")
+    res = bench_throughput(BenchSettings(quick=False))
+    assert "needs a GPU" in res["skipped"]
+    goals = evaluate_goals({"throughput": res})
+    assert len(goals) == 3 and all(g["measured"] is None and g["met"] is None for g in goals)
+    meta = {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 1, "settings": {"repeats": 1, "quick": False}}
+    text = render_markdown({"meta": meta, "throughput": res, "goals": goals})
+    assert "**6. GPU throughput**: not measured (needs a GPU" in text and "| not measured |" in text
+
+
+def test_throughput_report_of_a_gpu_run_with_failures():
+    """What a GPU run reports when configurations fail (out of memory) or the time budget ends:
+    rendered rows, the largest batch that fit, the goals from the fast greedy rows."""
+    from espnet_llm_asr.benchmark.report import render_markdown
+    from espnet_llm_asr.benchmark.run import evaluate_goals
+
+    def row(label, batch, beams=1, cache="static", rtfx=100.0, error=None):
+        if error:
+            return {"label": label, "batch": batch, "num_beams": beams, "cache": cache, "error": error}
+        return {"label": label, "batch": batch, "num_beams": beams, "cache": cache, "compiled": True,
+                "seconds": 1.0, "first_call_s": 30.0, "rtfx": rtfx, "rtf": 1 / rtfx, "tokens": 40 * batch,
+                "tokens_per_s": 40.0 * batch, "peak_bytes": 20 * 2**30, "error": None}
+
+    step = {"encoder_s": 0.05, "projector_fwd_s": 0.01, "llm_fwd_loss_s": 0.1, "backward_s": 0.08,
+            "optimizer_s": 0.01, "step_s": 0.25, "loss": 12.0, "batch": 7, "peak_bytes": 38 * 2**30}
+    thr = {"device": "NVIDIA H200", "dtype": "bfloat16", "attn_implementation": "eager",
+           "sizes": {"encoder": {"d_model": 1280, "encoder_layers": 32},
+                     "llm": {"hidden_size": 3584, "layers": 42, "vocab_size": 256000},
+                     "projector": "smear_moe", "audio_s": 10.0, "new_tokens": 40, "batches": (1, 8, 64),
+                     "pad_to_30s": True},
+           "fast_decode": {"cache_implementation": "static", "length_multiple": 16},
+           "decoding": [row("greedy, batch 1", 1, rtfx=31.0), row("greedy, batch 8", 8),
+                        row("greedy, batch 64", 64, error="out of memory"),
+                        row("beam 4, batch 1", 1, 4, error="skipped: time budget")],
+           "largest_batch": {"batch": 8, "rtfx": 100.0, "peak_bytes": 2**30,
+                             "tried": [{"batch": 128, "rtfx": None, "error": "out of memory"}],
+                             "stopped": "out of memory"},
+           "training": {"on_the_fly": step, "dumped": dict(step, encoder_s=0.0, step_s=0.2)}}
+    goals = {g["goal"]: g for g in evaluate_goals({"throughput": thr})}
+    assert goals["greedy RTFx at batch 64 (10 s utterances, papers' sizes)"]["measured"] is None  # its row failed
+    assert goals["greedy RTFx at batch 1"]["met"] is True
+    assert goals["training step at batch 7, on-the-fly encoding (s)"]["met"] is False
+    meta = {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 1, "gpu": "NVIDIA H200",
+            "settings": {"repeats": 1, "quick": False}}
+    text = render_markdown({"meta": meta, "throughput": thr, "goals": list(goals.values())})
+    assert "**6. GPU throughput** on NVIDIA H200" in text and "(pad_to_30s)" in text
+    assert "| greedy, batch 64 | 64 | 1 | static | – | – | – | – | – | out of memory |" in text
+    assert "Largest greedy batch that fit: 8" in text and "128: out of memory" in text
+    assert "| on-the-fly encoding | 0.050 |" in text and "**0.250**" in text

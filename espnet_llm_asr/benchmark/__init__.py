@@ -1,4 +1,5 @@
-"""Performance benchmark: projector cost, decoding, CIF, dumped features, memory, system level.
+"""Performance benchmark: projector cost, decoding, CIF, dumped features, memory, system level,
+GPU throughput.
 
 Driven by ``python -m espnet_llm_asr.bin.benchmark``; every part can run alone
 (``--parts``) and ``--quick`` shrinks every size so the whole run takes seconds
@@ -6,7 +7,7 @@ Driven by ``python -m espnet_llm_asr.bin.benchmark``; every part can run alone
 
     {"meta": {...machine, load, threads, settings...},
      "projectors": {...}, "decoding": {...}, "cif": {...}, "dumped": {...},
-     "memory": {...}, "system": {...}, "goals": [...]}
+     "memory": {...}, "system": {...}, "throughput": {...}, "goals": [...]}
 
 Modules, in import order (each imports only modules listed before it;
 :data:`MODULE_ORDER`, checked by ``test/test_benchmark.py``):
@@ -16,6 +17,8 @@ Modules, in import order (each imports only modules listed before it;
 * :mod:`.projectors`: part 1, every projector's time, memory and FLOPs.
 * :mod:`.assets`: the models and utterances of the ASR parts.
 * :mod:`.system`: the system-level estimate of smear_moe over mono (CPU, GPU).
+* :mod:`.throughput`: decoding RTFx and the training step at the papers'
+  sizes on a GPU (toy sizes on CPU with ``--quick``).
 * :mod:`.asr`: parts 2-5, decoding, CIF, dumped features, training memory.
 * :mod:`.run`: :data:`PARTS`, :func:`run_benchmark` and the goals.
 
@@ -29,7 +32,7 @@ from espnet_llm_asr.benchmark.report import render_markdown, update_readme
 from espnet_llm_asr.benchmark.run import PARTS, evaluate_goals, run_benchmark
 
 #: the benchmark modules from the bottom up: a module may import only those before it
-MODULE_ORDER = ("common", "report", "projectors", "assets", "system", "asr", "run")
+MODULE_ORDER = ("common", "report", "projectors", "assets", "system", "throughput", "asr", "run")
 
 __all__ = ["MODULE_ORDER", "PARTS", "BenchSettings", "evaluate_goals", "render_markdown", "run_benchmark",
            "update_readme"]

@@ -26,7 +26,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -68,6 +68,12 @@ class BenchSettings:
         encoder_layers: layers of the Whisper-large-v3-sized encoder actually
             run; its time is scaled to 32 layers.
         work_dir: scratch dir (tiny models, dumped features, training run).
+        throughput_batches: decoding batch sizes of the GPU throughput part
+            (greedy and beam 4 at each; the largest that fits is searched beyond).
+        throughput_budget_s: seconds the throughput part may take; what is
+            left when they are spent is reported as skipped.
+        compile_decoding: the throughput part's compiled decoding step: None
+            (transformers' rule: on a GPU with the static cache), True, False.
     """
 
     quick: bool = False
@@ -79,6 +85,9 @@ class BenchSettings:
     models_dir: Optional[str] = None
     encoder_layers: int = 2
     work_dir: Optional[str] = None
+    throughput_batches: Tuple[int, ...] = (1, 8, 64)
+    throughput_budget_s: float = 420.0
+    compile_decoding: Optional[bool] = None
 
     @property
     def sizes(self) -> ProjectorSizes:

@@ -4,7 +4,9 @@ Per projector row (:data:`PROJECTOR_ROWS`, built by
 :func:`build_benchmark_projectors`): parameters, output positions per
 utterance, forward-only and forward+backward wall time, peak memory growth and
 FLOPs, and ratios to mono.  The naive SMEAR variants (:class:`NaiveSmear`)
-measure what the merged implementation saves.
+measure what the merged implementation saves; the two ``merge_mode`` rows
+time SMEAR's two exact formulations (``smear_moe`` itself runs ``auto``: the
+one with fewer multiply-adds for the shapes, merging at these).
 
 * Time: best of ``repeats`` runs, the first run (which also counts FLOPs and
   memory) included; the projectors are measured round-robin (every projector
@@ -85,6 +87,8 @@ PROJECTOR_ROWS: List[Tuple[str, Optional[str], Dict]] = [
     ("hard_moe (top-2)", "hard_moe", {"num_experts": None, "top_k": 2}),
     ("smear_moe", "smear_moe", {"num_experts": None}),
     ("smear_moe (1 expert)", "smear_moe", {"num_experts": 1}),
+    ("smear_moe, weights merged (merge_mode: merge)", "smear_moe", {"num_experts": None, "merge_mode": "merge"}),
+    ("smear_moe, layer outputs mixed (merge_mode: mix)", "smear_moe", {"num_experts": None, "merge_mode": "mix"}),
     ("smear naive: loop over utterances", None, {"mode": "loop"}),
     ("smear naive: all experts, then mix", None, {"mode": "mix"}),
     ("cif", "cif", {}),

@@ -122,7 +122,60 @@ def render_markdown(results: Dict[str, object]) -> str:
                 f"{mem['only_trainable']}) |",
                 f"| resume checkpoint `checkpoint.pth` (+ optimizer state) | "
                 f"{_mib(mem.get('resume_checkpoint_bytes'))} MiB |"]
+    out += _render_throughput(results.get("throughput"))
     return "\n".join(out) + "\n"
+
+
+def _gib(n: Optional[int]) -> str:
+    return "–" if n is None else f"{n / 2**30:,.1f}"
+
+
+def _render_throughput(thr: Optional[Dict[str, object]]) -> list:
+    """Part 6: decoding RTFx rows, the largest batch, the training step breakdown."""
+    if not thr:
+        return []
+    if "skipped" in thr:
+        return ["", f"**6. GPU throughput**: not measured ({thr['skipped']})."]
+    sz = thr["sizes"]
+    enc, llm = sz["encoder"], sz["llm"]
+    out = ["", f"**6. GPU throughput** on {thr['device']} ({thr['dtype']}, attention {thr['attn_implementation']}; "
+           f"random weights: Whisper-shaped encoder d_model {enc['d_model']} × {enc['encoder_layers']} layers"
+           f"{' (pad_to_30s)' if sz['pad_to_30s'] else ''}, {sz['projector']} projector in fp32, Gemma-2-shaped LLM hidden {llm['hidden_size']} × "
+           f"{llm['layers']} layers, vocabulary {llm['vocab_size']:,}; each utterance {sz['audio_s']:g} s of audio, "
+           f"{sz['new_tokens']} new tokens; timed from waveforms on the device to hypotheses; fast path = static "
+           f"KV cache, decoding step compiled on a GPU, lengths rounded to "
+           f"{thr['fast_decode'].get('length_multiple', 1)}; the first call (compilation) timed apart; peak = "
+           f"{'CUDA allocator peak' if thr['device'] != 'cpu' else 'growth of the resident set'})", "",
+           "| decoding | batch | beams | KV cache | compiled | s | RTFx | tokens/s | peak GiB | first call s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in thr.get("decoding") or []:
+        if r.get("error"):
+            out.append(f"| {r['label']} | {r['batch']} | {r['num_beams']} | {r.get('cache', '–')} | – | – | – | – | "
+                       f"– | {r['error']} |")
+            continue
+        out.append(f"| {r['label']} | {r['batch']} | {r['num_beams']} | {r['cache']} | {r['compiled']} | "
+                   f"{r['seconds']:.3f} | {r['rtfx']:,.1f} | {r['tokens_per_s']:,.0f} | {_gib(r['peak_bytes'])} | "
+                   f"{r['first_call_s']:.1f} |")
+    big = thr.get("largest_batch") or {}
+    if big.get("batch"):
+        tried = ", ".join(f"{t['batch']}: {t['error'] or format(t['rtfx'], ',.0f')}" for t in big.get("tried", []))
+        out.append(f"\nLargest greedy batch that fit: {big['batch']} (RTFx {_fmt(big.get('rtfx'), ',.0f')}, peak "
+                   f"{_gib(big.get('peak_bytes'))} GiB){'; tried ' + tried if tried else ''}"
+                   f"{'; stopped: ' + big['stopped'] if big.get('stopped') else ''}.")
+    train = thr.get("training") or {}
+    if train.get("error"):
+        out.append(f"\nTraining step: {train['error']}.")
+    elif train:
+        out += ["", f"Training step at batch {train['on_the_fly']['batch']} (forward, backward, AdamW on the "
+                "projector; frozen encoder and LLM; dumped = float32 features as read back from a dump):", "",
+                "| input | encoder s | projector fwd s | LLM fwd + loss s | backward s | optimizer s | **step s** | "
+                "peak GiB |", "|---|---|---|---|---|---|---|---|"]
+        for name, label in (("on_the_fly", "on-the-fly encoding"), ("dumped", "dumped features")):
+            r = train[name]
+            out.append(f"| {label} | {r['encoder_s']:.3f} | {r['projector_fwd_s']:.3f} | {r['llm_fwd_loss_s']:.3f} | "
+                       f"{r['backward_s']:.3f} | {r['optimizer_s']:.3f} | **{r['step_s']:.3f}** | "
+                       f"{_gib(r['peak_bytes'])} |")
+    return out
 
 
 def update_readme(path: str, section: str) -> None:

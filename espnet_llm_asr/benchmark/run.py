@@ -1,11 +1,11 @@
 """The benchmark driver: runs the requested parts and checks the performance goals.
 
 :func:`run_benchmark` runs the parts named in :data:`PARTS` (projectors,
-decoding, CIF, dumped features, memory, system level), adds the machine's
+decoding, CIF, dumped features, memory, system level, GPU throughput), adds the machine's
 description and load, and :func:`evaluate_goals` compares the measured ratios
 with the goals of the performance issue.
 
-Top of the benchmark package: imports common, projectors, system and asr.
+Top of the benchmark package: imports common, projectors, system, throughput and asr.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from espnet_llm_asr.benchmark.asr import run_asr_parts
 from espnet_llm_asr.benchmark.common import BenchSettings, load_average, machine_info
 from espnet_llm_asr.benchmark.projectors import bench_projectors
 from espnet_llm_asr.benchmark.system import bench_system
+from espnet_llm_asr.benchmark.throughput import TRAIN_BATCH, bench_throughput, throughput_goal_values
 
-PARTS = ("projectors", "decoding", "cif", "dumped", "memory", "system")
+PARTS = ("projectors", "decoding", "cif", "dumped", "memory", "system", "throughput")
 
 
 # ---------------------------------------------------------------------- goals
@@ -66,6 +67,15 @@ def evaluate_goals(results: Dict[str, object]) -> List[Dict[str, object]]:
     mem = results.get("memory")
     if mem:
         goals.append(_goal("checkpoint size / trainable parameter bytes", mem.get("checkpoint_ratio"), 1.1, False))
+    thr = results.get("throughput")
+    if thr:
+        values = throughput_goal_values(thr)
+        where = f"{thr.get('device', '?')}, fast decoding path" if "skipped" not in thr else thr["skipped"]
+        goals.append(_goal(f"greedy RTFx at batch {values['top_batch'] or 64} (10 s utterances, papers' sizes)",
+                           values["rtfx_top"], 1000.0, True, where))
+        goals.append(_goal("greedy RTFx at batch 1", values["rtfx_1"], 30.0, True, where))
+        goals.append(_goal(f"training step at batch {TRAIN_BATCH}, on-the-fly encoding (s)", values["train_step_s"],
+                           0.2, False, where))
     for g in goals:
         if g["met"] is False and g["measured"] is not None:
             g["missed_by"] = g["measured"] / float(g["target"].split()[-1])
@@ -92,6 +102,8 @@ def run_benchmark(parts: List[str], settings: BenchSettings) -> Dict[str, object
         results["projectors"] = bench_projectors(settings)
     if "system" in parts:
         results["system"] = bench_system(settings)
+    if "throughput" in parts:
+        results["throughput"] = bench_throughput(settings)
     asr_parts = [p for p in ("decoding", "cif", "dumped", "memory") if p in parts]
     if asr_parts:
         results.update(run_asr_parts(asr_parts, settings))

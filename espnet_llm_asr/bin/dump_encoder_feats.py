@@ -3,9 +3,13 @@
     python -m espnet_llm_asr.bin.dump_encoder_feats --encoder exp/tiny_models/whisper \\
         --data_dir dump/raw/train --out_dir dump/feats/train --nj 4 [--job_id 2]
 
-Writes ``out_dir/feats.scp`` (kaldiio ark/scp of (T, D) float32 features,
-trimmed to each utterance's real frame count) and ``out_dir/feats_shape``
-(``uttid T,D``).  Work is split into ``--nj`` shards under
+Writes ``out_dir/feats.scp`` (kaldiio ark/scp of (T, D) features, trimmed
+to each utterance's real frame count) and ``out_dir/feats_shape``
+(``uttid T,D``).  ``--dtype float32`` (default) stores Kaldi float matrices;
+``--dtype float16`` stores half-precision arrays (kaldiio's numpy entries in
+the same ark/scp layout), half the disk, each value within its fp16 rounding
+(relative 2^-11); ESPnet's ``kaldi_ark`` reader loads them and its dataset
+casts them to float32, so training and decoding read them with no change.  Work is split into ``--nj`` shards under
 ``out_dir/split<nj>/``; with ``--job_id J`` only shard J is encoded (the
 recipe runs shards in parallel, then ``--merge_only``), without it all
 shards run in turn and are merged.  A finished shard is never redone (its
@@ -29,6 +33,32 @@ from espnet_llm_asr.data_io import read_wav_scp, load_mono_16k
 from espnet_llm_asr.utils import atomic_path, atomic_write_text
 
 
+#: --dtype -> numpy dtype of the stored features
+DUMP_DTYPES = {"float32": np.float32, "float16": np.float16}
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_stored(mat: np.ndarray, dtype: str, key: str) -> np.ndarray:
+    """(T, D) float32 features -> the stored array; fp16 refuses values it cannot hold."""
+    if dtype == "float32":
+        return mat
+    peak = float(np.abs(mat).max()) if mat.size else 0.0
+    if not peak <= FP16_MAX:
+        raise ValueError(f"utterance {key}: feature magnitude {peak:g} does not fit --dtype float16 "
+                         f"(max {FP16_MAX:g}); dump it with --dtype float32")
+    return mat.astype(DUMP_DTYPES[dtype])
+
+
+def write_feats(f, key: str, mat: np.ndarray) -> None:
+    """Append one (T, D) array to an open ark: a Kaldi matrix for float32, a numpy entry otherwise."""
+    import kaldiio
+
+    if mat.dtype == np.float32:
+        kaldiio.save_ark(f, {key: mat})
+    else:
+        kaldiio.save_ark(f, {key: mat}, write_function="numpy")
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", required=False, help="HF Whisper dir or name")
@@ -40,6 +70,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--job_id", type=int, default=None, help="1-based shard to encode (default: all)")
     p.add_argument("--merge_only", action="store_true", help="only merge finished shards")
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--dtype", choices=sorted(DUMP_DTYPES), default="float32",
+                   help="stored precision: float32 (Kaldi matrices) or float16 (half the disk)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log_level", default="INFO")
     return p
@@ -53,12 +85,27 @@ def shard(keys: List[str], nj: int, job_id: int) -> List[str]:
     return keys[bounds[job_id - 1]: bounds[job_id]]
 
 
-def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path, job_id: int,
-                 batch_size: int, device: str) -> None:
-    import kaldiio
+def _done_dtype(done: Path) -> str:
+    """The dtype a finished shard was dumped in (markers without one predate --dtype: float32)."""
+    fields = done.read_text(encoding="utf-8").split()
+    return fields[1] if len(fields) > 1 else "float32"
 
+
+def check_done_dtype(done: Path, dtype: str) -> None:
+    """A finished shard dumped in another dtype is an error naming it (never silently mixed)."""
+    found = _done_dtype(done)
+    if found != dtype:
+        raise SystemExit(f"{done}: this shard was dumped with --dtype {found}, not {dtype}; "
+                         f"remove {done.parent} or dump with --dtype {found}")
+
+
+def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path, job_id: int,
+                 batch_size: int, device: str, dtype: str = "float32") -> None:
+    """Encode shard ``job_id``: (B, L) waveforms -> (B, T, D) features, each utterance
+    trimmed to its (T, D) frames and stored in ``dtype``."""
     done = split_dir / f"feats.{job_id}.done"
     if done.exists():
+        check_done_dtype(done, dtype)
         logging.info(f"shard {job_id}: already done, skipped")
         return
     ark = split_dir / f"feats.{job_id}.ark"
@@ -75,16 +122,16 @@ def encode_shard(encoder, wavs: Dict[str, str], keys: List[str], split_dir: Path
             with torch.no_grad():
                 feats, feats_lengths = encoder(speech.to(device), lengths.to(device))
             for i, key in enumerate(batch_keys):
-                mat = feats[i, : int(feats_lengths[i])].float().cpu().numpy()
+                mat = to_stored(feats[i, : int(feats_lengths[i])].float().cpu().numpy(), dtype, key)
                 # an ark entry is "<key> <binary matrix>"; the scp points at the matrix
                 offset = f.tell() + len(key.encode("utf-8")) + 1
-                kaldiio.save_ark(f, {key: mat})
+                write_feats(f, key, mat)
                 scp_lines.append(f"{key} {ark.resolve()}:{offset}")
                 shape_lines.append(f"{key} {mat.shape[0]},{mat.shape[1]}")
             logging.info(f"shard {job_id}: {min(b + batch_size, len(keys))}/{len(keys)} utterances")
     atomic_write_text(split_dir / f"feats.{job_id}.scp", "".join(ln + "\n" for ln in scp_lines))
     atomic_write_text(split_dir / f"feats_shape.{job_id}", "".join(ln + "\n" for ln in shape_lines))
-    atomic_write_text(done, f"{len(keys)}\n")
+    atomic_write_text(done, f"{len(keys)} {dtype}\n")
     logging.info(f"shard {job_id}: {len(keys)} utterances in {time.perf_counter() - start:.1f} s")
 
 
@@ -93,6 +140,9 @@ def merge(out_dir: Path, nj: int) -> None:
     missing = [j for j in range(1, nj + 1) if not (split_dir / f"feats.{j}.done").exists()]
     if missing:
         raise RuntimeError(f"{split_dir}: shards {missing} are not finished; re-run them")
+    dtypes = {j: _done_dtype(split_dir / f"feats.{j}.done") for j in range(1, nj + 1)}
+    if len(set(dtypes.values())) > 1:
+        raise RuntimeError(f"{split_dir}: shards were dumped with different --dtype: {dtypes}")
     for name in ("feats.scp", "feats_shape"):
         stem, _, ext = name.partition(".")
         parts = [split_dir / (f"{stem}.{j}.{ext}" if ext else f"{stem}.{j}") for j in range(1, nj + 1)]
@@ -115,11 +165,15 @@ def main(cmd=None) -> None:
         wavs = read_wav_scp(Path(args.data_dir) / "wav.scp")
         keys = sorted(wavs)
         jobs = [args.job_id] if args.job_id is not None else list(range(1, args.nj + 1))
+        for j in jobs:
+            if (split_dir / f"feats.{j}.done").exists():
+                check_done_dtype(split_dir / f"feats.{j}.done", args.dtype)
         todo = [j for j in jobs if not (split_dir / f"feats.{j}.done").exists()]
         if todo:
             encoder = WhisperEncoder(args.encoder, **args.encoder_conf).to(args.device)
             for j in todo:
-                encode_shard(encoder, wavs, shard(keys, args.nj, j), split_dir, j, args.batch_size, args.device)
+                encode_shard(encoder, wavs, shard(keys, args.nj, j), split_dir, j, args.batch_size, args.device,
+                             args.dtype)
         else:
             logging.info(f"{out_dir}: shards {jobs} already done")
         if args.job_id is not None:

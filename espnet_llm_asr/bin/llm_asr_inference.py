@@ -16,6 +16,14 @@ unpadded, 4 decimals; what make_results plots the firing from), plus
 so scoring counts them as deletions).  Files are written under a temporary
 name and renamed when complete; a re-run after a crash decodes only the
 utterances missing from ``.partial.jsonl``.
+
+Fast paths (same hypotheses as the plain one, tested): ``--sort_window N``
+reads N utterances ahead and decodes them longest first in batches of
+``--batch_size`` (less padding, the longest batch first so an out-of-memory
+shows at once; the output files are in key order whatever the decoding
+order); ``--cache_implementation static`` (a static KV cache) with
+``--compile_decoding`` (a compiled decoding step; by default on a GPU with a
+static cache, off on CPU) and ``--length_multiple`` (fewer distinct shapes).
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,7 +69,27 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--repetition_penalty", type=float, default=1.0)
     g.add_argument("--no_repeat_ngram_size", type=int, default=0)
     g.add_argument("--length_penalty", type=float, default=1.0)
+    f = p.add_argument_group("speed (same hypotheses)")
+    f.add_argument("--sort_window", type=int, default=256,
+                   help="read this many utterances ahead and decode them longest first in batches of "
+                        "--batch_size (memory: the window's audio or features); 0 or 1: data-dir order")
+    f.add_argument("--cache_implementation", choices=["dynamic", "static"], default="dynamic",
+                   help="KV cache of the LLM: dynamic (grows each step) or static (allocated once)")
+    f.add_argument("--compile_decoding", choices=["auto", "true", "false"], default="auto",
+                   help="torch.compile the decoding step (static cache only); auto: on a GPU, not on CPU")
+    f.add_argument("--length_multiple", type=int, default=1,
+                   help="round the prompt and the generated length up to a multiple of this (fewer "
+                        "shapes for the static cache / compiled step)")
     return p
+
+
+def _auto_bool(value, key: str) -> Optional[bool]:
+    """``auto``/None -> None, ``true``/``false`` (or YAML booleans) -> bool; anything else: an error naming ``key``."""
+    table = {"auto": None, "none": None, "null": None, "true": True, "false": False}
+    text = str(value).lower()
+    if text not in table:
+        raise SystemExit(f"{key}: expected auto, true or false, got {value!r}")
+    return table[text]
 
 
 def _parse_triplets(triplets: Sequence[str]) -> List[Tuple[str, str, str]]:
@@ -89,6 +117,49 @@ def build_iterator(triplets, key_file, batch_size, num_workers, lang_list):
         allow_variable_data_keys=False,
         inference=True,
     )
+
+
+def length_sorted_batches(utterances: Iterable[Tuple[str, Dict]], batch_size: int, window: int
+                          ) -> Iterator[Tuple[List[str], Dict[str, list]]]:
+    """Regroup a stream of single utterances into batches, longest first within windows.
+
+    Args:
+        utterances: ``(key, {name: value})`` in data-dir order; ``speech`` is a
+            (L,) waveform or (T, D) feature array whose first dimension is
+            the length.
+        batch_size: utterances per batch.
+        window: utterances read ahead and sorted (longest first, ties in
+            data-dir order) before they are cut into batches; 0 or 1 keeps
+            the data-dir order.
+    Yields:
+        ``(keys, {name: [value per utterance]})``, the batches in decoding order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if window < 0:
+        raise ValueError(f"--sort_window must be >= 0, got {window}")
+    sort = window > 1
+    window = max(window, batch_size)
+    buffer: List[Tuple[str, Dict]] = []
+
+    def flush():
+        order = sorted(buffer, key=lambda kv: -len(kv[1]["speech"])) if sort else list(buffer)
+        for i in range(0, len(order), batch_size):
+            yield _collate(order[i: i + batch_size])
+        buffer.clear()
+
+    for item in utterances:
+        buffer.append(item)
+        if len(buffer) >= window:
+            yield from flush()
+    yield from flush()
+
+
+def _single_utterances(batches) -> Iterator[Tuple[str, Dict]]:
+    """``(keys, {name: [values]})`` batches -> ``(key, {name: value})`` one at a time."""
+    for keys, batch in batches:
+        for i, key in enumerate(keys):
+            yield key, {name: values[i] for name, values in batch.items()}
 
 
 def _lang_to_id(lang_list: List[str], uid: str, data: Dict) -> Dict:
@@ -168,6 +239,9 @@ def inference(args: argparse.Namespace) -> None:
         device=device, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
         max_tokens_per_second=args.max_tokens_per_second, repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size, length_penalty=args.length_penalty,
+        cache_implementation=args.cache_implementation,
+        compile_decoding=_auto_bool(args.compile_decoding, "--compile_decoding"),
+        length_multiple=args.length_multiple,
     )
     out_dir = Path(args.output_dir) / "1best_recog"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +258,11 @@ def inference(args: argparse.Namespace) -> None:
     triplets = _parse_triplets(args.data_path_and_name_and_type)
     n_utts, audio_s, start = 0, 0.0, time.perf_counter()
     batches = build_iterator(triplets, args.key_file, args.batch_size, args.num_workers, s2t.lang_list)
+    if args.sort_window < 0:
+        raise SystemExit(f"--sort_window must be >= 0, got {args.sort_window}")
+    if args.sort_window > 1 and args.batch_size > 1:  # decode longest first; the files are in key order anyway
+        todo_utts = ((k, d) for k, d in _single_utterances(batches) if k not in records)
+        batches = length_sorted_batches(todo_utts, args.batch_size, args.sort_window)
     with partial.open("a", encoding="utf-8") as log_f:
         for keys, batch in batches:
             todo = [i for i, k in enumerate(keys) if k not in records]

@@ -1,18 +1,70 @@
 """A bank of E expert MLPs stored as stacked weights, and SMEAR's utterance gate.
 
 Stacking lets SMEAR merge the experts with one contraction over E per layer
-(no per-expert module, no weight copy), and lets a hard MoE call single experts.
+(no per-expert module, no weight copy), or run them all in one matmul per layer
+and mix their outputs (the exact alternative, cheaper only for very short
+inputs; :func:`smear_multiply_adds`), and lets a hard MoE call single experts.
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from espnet_llm_asr.projectors.blocks import ExpertMLP
 from espnet_llm_asr.projectors.masking import masked_mean, valid_mask
+
+#: SMEAR formulations of :meth:`ExpertBank.merged` (``merge_mode`` in the frontend_conf)
+MERGE_MODES = ("auto", "merge", "mix")
+
+
+def check_merge_mode(mode: str, key: str = "merge_mode") -> str:
+    """``mode`` if it is one of :data:`MERGE_MODES`; a ValueError naming ``key`` otherwise."""
+    if mode not in MERGE_MODES:
+        raise ValueError(f"{key}: unknown SMEAR formulation {mode!r}; choose one of {list(MERGE_MODES)}")
+    return mode
+
+
+def smear_multiply_adds(batch: int, frames: int, in_dim: int, hidden_dim: int, out_dim: int,
+                        num_experts: int) -> Dict[str, int]:
+    """Forward multiply-adds of SMEAR's two exact formulations (an elementwise
+    multiplication counts as one).
+
+    With B = batch, T = frames (padded), D, H, O the expert sizes, E experts and
+    P = D*H + H*O the multiply-adds of one expert on one frame:
+
+    * ``merge`` (:meth:`ExpertBank.merged_weights`): the weight contractions
+      ``(B, E) x (E, H, D)`` and ``(B, E) x (E, O, H)``, B*E*P; the biases,
+      B*E*(H + O); the batched matmuls, B*T*P.
+      Total ``B*E*P + B*E*(H + O) + B*T*P``.
+    * ``mix`` (:meth:`ExpertBank.mixed_outputs`): scaling the (B, T, D) input
+      and the (B, T, H) hidden by each gate, B*T*E*(D + H); the matmuls over
+      the E stacked experts, B*T*E*P; the biases, B*E*(H + O).
+      Total ``B*T*E*P + B*T*E*(D + H) + B*E*(H + O)``.
+
+    The biases cost the same in both.  The backward pass costs twice the
+    forward in both (a gradient for the input and one for the weights of every
+    contraction), so the forward count also decides forward+backward.  Merging
+    pays once per utterance and mixing once per frame per expert: mixing is
+    cheaper only for about one frame per utterance (T < E / (E - 1)) or a
+    single expert.
+
+    Returns:
+        ``{"merge": int, "mix": int}``.
+    """
+    b, t, d, h, o, e = batch, frames, in_dim, hidden_dim, out_dim, num_experts
+    per_frame = d * h + h * o
+    biases = b * e * (h + o)
+    return {"merge": b * e * per_frame + biases + b * t * per_frame,
+            "mix": b * t * e * per_frame + b * t * e * (d + h) + biases}
+
+
+def _gate_scaled(a: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) inputs, (B, E) gates -> (B, T, E*C): the input repeated E times, copy m times g_m."""
+    b, t, c = a.shape
+    return (a.unsqueeze(2) * gates[:, None, :, None]).reshape(b, t, gates.size(1) * c)
 
 
 class ExpertBank(torch.nn.Module):
@@ -44,8 +96,35 @@ class ExpertBank(torch.nn.Module):
         h = F.linear(torch.relu(x), self.w1[e], self.b1[e])
         return F.linear(torch.relu(h), self.w2[e], self.b2[e])
 
-    def merged(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    def merged(self, x: torch.Tensor, gates: torch.Tensor, mode: str = "auto") -> torch.Tensor:
         """SMEAR: one pass of the per-utterance virtual expert sum_m g_m * expert_m's weights.
+
+        Two exact formulations compute it (see :func:`smear_multiply_adds`):
+        ``"merge"`` (:meth:`merged_weights`) and ``"mix"``
+        (:meth:`mixed_outputs`); ``"auto"`` takes the one with fewer
+        multiply-adds for these shapes (:meth:`pick_mode`).
+
+        Args:
+            x: (B, T, D) frames.
+            gates: (B, E) merge weights.
+            mode: ``"auto"`` | ``"merge"`` | ``"mix"``.
+        Returns:
+            (B, T, O).
+        """
+        mode = check_merge_mode(mode)
+        if mode == "auto":
+            mode = self.pick_mode(x.size(0), x.size(1))
+        return self.mixed_outputs(x, gates) if mode == "mix" else self.merged_weights(x, gates)
+
+    def pick_mode(self, batch: int, frames: int) -> str:
+        """``"mix"`` when it needs fewer multiply-adds than ``"merge"`` for (batch, frames), else ``"merge"``."""
+        e, h, d = self.w1.shape
+        cost = smear_multiply_adds(batch, frames, d, h, self.w2.size(1), e)
+        return "mix" if cost["mix"] < cost["merge"] else "merge"
+
+    def merged_weights(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """SMEAR by merging the weights: each utterance's virtual expert is built
+        (one contraction over E per layer), then applied with a batched matmul.
 
         Args:
             x: (B, T, D) frames.
@@ -60,6 +139,33 @@ class ExpertBank(torch.nn.Module):
         b2 = (gates @ self.b2).unsqueeze(1)  # (B, 1, O)
         h = torch.baddbmm(b1, torch.relu(x), w1)
         return torch.baddbmm(b2, torch.relu(h), w2)
+
+    def mixed_outputs(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """SMEAR by running every expert and mixing their outputs, one layer at a time.
+
+        Each layer is linear in its weights, so for layer 1
+        ``sum_m g_m (W1_m a + b1_m) = (sum_m g_m W1_m) a + sum_m g_m b1_m``: mixing
+        the E experts' layer-1 outputs gives the merged layer's output exactly;
+        the ReLU comes after the mixing, then layer 2 likewise.  (Mixing the
+        outputs of whole expert MLPs would not be SMEAR: the ReLU is not linear.)
+        The mixing is folded into one matmul per layer: the input is repeated
+        E times, each copy scaled by its gate, (B, T, E*D), and multiplied by the
+        E experts' weights stacked along the input, (E*D, H); the contraction
+        over E*D sums the E scaled outputs.
+
+        Args:
+            x: (B, T, D) frames.
+            gates: (B, E) mixing weights.
+        Returns:
+            (B, T, O).
+        """
+        gates = gates.to(self.w1.dtype)
+        e, h_dim, d = self.w1.shape
+        o = self.w2.size(1)
+        w1 = self.w1.permute(1, 0, 2).reshape(h_dim, e * d)  # (H, E*D): [W1_1 ... W1_E]
+        w2 = self.w2.permute(1, 0, 2).reshape(o, e * h_dim)  # (O, E*H)
+        h = _gate_scaled(torch.relu(x), gates) @ w1.t() + (gates @ self.b1).unsqueeze(1)  # (B, T, H)
+        return _gate_scaled(torch.relu(h), gates) @ w2.t() + (gates @ self.b2).unsqueeze(1)  # (B, T, O)
 
     @torch.no_grad()
     def load_expert_(self, e: int, mlp: ExpertMLP) -> None:
