@@ -98,3 +98,37 @@ def test_run_paper_sh_names_existing_configs():
     for token in script.split():
         if token.startswith("conf/") and token.endswith(".yaml"):
             assert (RECIPE / token.rstrip(";")).is_file(), token
+
+
+RECIPE_TRAIN = sorted((RECIPE / "conf").glob("train_*.yaml"))
+COMPARED = ["mono", "multi", "dense", "hard_moe", "smear_moe", "cif", "cif_smear_frozen"]
+
+
+@pytest.mark.parametrize("path", RECIPE_TRAIN, ids=[p.stem for p in RECIPE_TRAIN])
+def test_recipe_train_configs_parse(path, tmp_path):
+    """Every conf/train_*.yaml of the default recipe parses with the task's parser and its
+    nested confs name only keys of what they configure (typos fail here, not in stage 11)."""
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend
+    from espnet_llm_asr.llm import CausalLLM
+    from espnet_llm_asr.model import LLMASRModel
+    from espnet_llm_asr.projectors.build import projector_conf_keys
+    from espnet_llm_asr.task import LLMASRTask
+
+    args = LLMASRTask.get_parser().parse_args(
+        ["--config", str(path), "--llm", "exp/tiny_models/llm", "--output_dir", str(tmp_path)])
+    assert args.frontend in FRONTEND_CLASSES
+    frontend_keys = projector_conf_keys(args.frontend).keys() | (_keys(ProjectorFrontend.__init__) - {"output_dim"})
+    assert set(args.frontend_conf) <= frontend_keys, set(args.frontend_conf) - frontend_keys
+    assert set(args.llm_conf) <= _keys(CausalLLM.__init__), set(args.llm_conf) - _keys(CausalLLM.__init__)
+    model_keys = _keys(LLMASRModel.__init__) - {"frontend", "llm", "lang_list"}
+    assert set(args.model_conf) <= model_keys, set(args.model_conf) - model_keys
+
+
+def test_compared_projectors_share_everything_but_the_projector():
+    """The projector comparison's configs differ only in frontend / frontend_conf (same LM, schedule)."""
+    confs = {n: yaml.safe_load((RECIPE / "conf" / f"train_{n}.yaml").read_text(encoding="utf-8")) for n in COMPARED}
+    rest = {n: {k: v for k, v in c.items() if k not in ("frontend", "frontend_conf")} for n, c in confs.items()}
+    for name in COMPARED[1:]:
+        assert rest[name] == rest["mono"], name
+    assert {c["frontend"] for c in confs.values()} == {"mono", "multi", "dense", "hard_moe", "smear_moe", "cif",
+                                                        "cif_smear"}

@@ -73,6 +73,36 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     assert "Stage 11" not in proc.stdout and "Stage 12: decoding test" in proc.stdout
     assert (decode / "test" / "text").stat().st_mtime_ns != before[1]
 
+    _compare_two_projectors(recipe)
+
+
+def _compare_two_projectors(recipe: Path) -> None:
+    """local/compare_projectors.sh on the stages 1-10 above: the finished smear_moe
+    experiment is reused, a mono one trained; the table's numbers are sclite's."""
+    from espnet_llm_asr.scoring import read_sclite_result
+
+    mono = yaml.safe_load((recipe / "conf" / "train_fast.yaml").read_text(encoding="utf-8"))
+    mono.update(frontend="mono", frontend_conf={"hidden_dim": 32})
+    (recipe / "conf" / "train_mono_fast.yaml").write_text(yaml.safe_dump(mono), encoding="utf-8")
+    args = [a for i, a in enumerate(FAST) if "--asr_config" not in FAST[max(i - 1, 0):i + 1]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["local/compare_projectors.sh", "--stage", "11", "--projectors", "fast mono_fast", *args],
+                          cwd=recipe, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    table = (recipe / "exp" / "compare_projectors.md").read_text(encoding="utf-8")
+    wer = table.split("### WER (%)")[1].split("###")[0]
+    header = next(ln for ln in wer.splitlines() if ln.startswith("|test set|"))
+    assert header.split("|")[3:5] == ["asr_train_fast (smear_moe)", "asr_train_mono_fast (mono)"], header
+    for test_set in ("test", "test_unseen_voice"):
+        row = next(ln for ln in wer.splitlines() if ln.startswith(f"|{test_set}|all|"))
+        for col, name in enumerate(("train_fast", "train_mono_fast")):
+            result = recipe / "exp" / f"asr_{name}" / "decode_fast_valid.acc.ave" / test_set / "score_wer" / "result.txt"
+            assert row.split("|")[3 + col] == f"{read_sclite_result(result).pct['Err']:.1f}", (row, name)
+    # routing only for the MoE; parameters and training time from train.log
+    routing = table.split("### Routing")[1]
+    assert "|asr_train_fast (smear_moe)|test|2|" in routing and "mono_fast" not in routing
+    assert re.search(r"\|asr_train_mono_fast \(mono\)\|[\d,]+\|[\d,]+\|0:\d\d:\d\d\|", table), table
+
 
 def test_bad_data_stops_stage3_or_is_dropped_with_fix_data(tmp_path):
     """Stage 3 on a corrupted train set: stops naming each bad utterance and file;
