@@ -57,6 +57,7 @@ asr_config=conf/train_smear_moe.yaml
 asr_tag=""              # experiment name suffix (default: config name)
 asr_args=""             # extra options for the train binary
 inference_config=conf/decode.yaml
+results=""              # RESULTS.md path (default: RESULTS.md for --expdir exp, else <expdir>/RESULTS.md)
 inference_tag=""
 inference_model=valid.acc.ave.pth
 inference_args=""
@@ -96,6 +97,10 @@ if [ -z "${inference_tag}" ]; then
 fi
 tiny_dir="${expdir}/tiny_models"
 [ "${encoder}" = tiny ] && encoder_path="${tiny_dir}/whisper" || encoder_path="${encoder}"
+# dumped features per encoder: a run with another encoder never replaces the default's
+[ "${encoder}" = tiny ] && feats_root="${dumpdir}/feats" || feats_root="${dumpdir}/feats_$(basename "${encoder_path}")"
+# RESULTS.md of the default exp dir beside run.sh; another --expdir keeps its own
+[ -n "${results}" ] || { [ "${expdir}" = exp ] && results=RESULTS.md || results="${expdir}/RESULTS.md"; }
 [ "${llm}" = tiny ] && llm_path="${tiny_dir}/llm" || llm_path="${llm}"
 
 log "$0 $*"
@@ -264,7 +269,7 @@ fi
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     if [ "${dump_feats}" = true ]; then
         for s in ${dump_sets}; do
-            out="${dumpdir}/feats/${s}"
+            out="${feats_root}/${s}"
             sig="$(sig_of "${dumpdir}/raw/${s}/wav.scp" "${encoder_path}") ${encoder_conf}"
             if done_sig "${out}" 9 "${sig}"; then log "Stage 9: ${out} is up to date, skipped"; continue; fi
             log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs)"
@@ -284,7 +289,7 @@ fi
 
 # speech input of training and decoding
 speech_of() {  # speech_of <set> -> "path,speech,type"
-    if [ "${dump_feats}" = true ]; then echo "${dumpdir}/feats/$1/feats.scp,speech,kaldi_ark"
+    if [ "${dump_feats}" = true ]; then echo "${feats_root}/$1/feats.scp,speech,kaldi_ark"
     else echo "${dumpdir}/raw/$1/wav.scp,speech,sound"; fi
 }
 stats_dir="${expdir}/stats_$(basename "${llm_path}")_$([ "${dump_feats}" = true ] && echo feats || echo raw)"
@@ -294,7 +299,7 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     for s in ${data_train_set} ${valid_set}; do
         out="${stats_dir}/${s}"
         feats_shape=""
-        [ "${dump_feats}" = true ] && feats_shape="${dumpdir}/feats/${s}/feats_shape"
+        [ "${dump_feats}" = true ] && feats_shape="${feats_root}/${s}/feats_shape"
         sig="$(sig_of "${dumpdir}/raw/${s}" ${feats_shape} "${llm_path}/tokenizer_config.json")"
         if done_sig "${out}" 10 "${sig}"; then log "Stage 10: ${out} is up to date, skipped"; continue; fi
         log "Stage 10: shape statistics of ${s} -> ${out}/{speech_shape,text_shape}"
@@ -378,10 +383,10 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
         log "Stage 13: scoring ${dir} with sclite (WER and CER, per language)"
         ${python} -m espnet_llm_asr.bin.score --ref_dir "${dumpdir}/raw/${s}" --hyp_dir "${dir}"
     done
-    log "Stage 13: writing RESULTS.md"
-    ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out RESULTS.md \
+    log "Stage 13: writing ${results}"
+    ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out "${results}" \
         --ref_root "${dumpdir}/raw"
-    log "Stage 13: done; see RESULTS.md"
+    log "Stage 13: done; see ${results}"
 fi
 
 log "Successfully finished stages ${stage}..${stop_stage}"
