@@ -113,7 +113,7 @@ class Speech2Text:
             )
         if exp_dir is None and config is None:
             raise ValueError("give exp_dir or config (+ model_file)")
-        from espnet_llm_asr.model import generation_cache_kwargs
+        from espnet_llm_asr.decoding import generation_cache_kwargs
 
         generation_cache_kwargs(cache_implementation, compile_decoding, torch.device(device))  # fail before loading
         if length_multiple < 1:

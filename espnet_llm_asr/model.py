@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_llm_asr.decoding import (GreedyScores, PerUtteranceCap, RepetitionPenalty, generation_cache_kwargs,
+                                     round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
 from espnet_llm_asr.llm import CausalLLM
 from espnet_llm_asr.projectors import ProjectorOutput
@@ -337,7 +339,7 @@ class LLMASRModel(AbsESPnetModel):
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
         seqs, _ = self._segments(proj, lang_ids)
         lengths = torch.tensor([s.size(0) for s in seqs], device=speech.device)
-        max_len = _round_up(int(lengths.max()), length_multiple)
+        max_len = round_up(int(lengths.max()), length_multiple)
         inputs = seqs[0].new_zeros(batch, max_len, seqs[0].size(-1))
         attention_mask = torch.zeros(batch, max_len, dtype=torch.long, device=speech.device)
         for i, seq in enumerate(seqs):  # left padding
@@ -349,17 +351,17 @@ class LLMASRModel(AbsESPnetModel):
             secs = self._durations(speech, speech_lengths, sample_rate, frame_rate)
             caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(round(s * max_tokens_per_second, 6))))
                     for s in secs]
-        greedy_scores = _GreedyScores() if num_beams == 1 else None
+        greedy_scores = GreedyScores() if num_beams == 1 else None
         # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
         # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
         processors = LogitsProcessorList(
-            ([_RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
-            + [_PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)]
+            ([RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
+            + [PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)]
             + ([greedy_scores] if greedy_scores is not None else []))
         out = self.llm.model.generate(
             inputs_embeds=inputs.to(self.llm.dtype),
             attention_mask=attention_mask,
-            max_new_tokens=_round_up(max_len + max(caps), length_multiple) - max_len,
+            max_new_tokens=round_up(max_len + max(caps), length_multiple) - max_len,
             num_beams=num_beams,
             do_sample=False,
             no_repeat_ngram_size=no_repeat_ngram_size,
@@ -369,7 +371,7 @@ class LLMASRModel(AbsESPnetModel):
             logits_processor=processors,
             return_dict_in_generate=True,
             # beam scores come with the output; greedy ones are gathered step by step by
-            # _GreedyScores instead of keeping every step's (B, V) scores
+            # GreedyScores instead of keeping every step's (B, V) scores
             output_scores=num_beams > 1,
             **cache_kwargs,
         )
@@ -394,112 +396,3 @@ class LLMASRModel(AbsESPnetModel):
     def _durations(speech, speech_lengths, sample_rate, frame_rate) -> List[float]:
         rate = frame_rate if speech.dim() == 3 else sample_rate  # dumped features or waveform
         return [int(n) / rate for n in speech_lengths.tolist()]
-
-
-CACHE_IMPLEMENTATIONS = ("dynamic", "static")
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def generation_cache_kwargs(cache_implementation: str, compile_decoding: Optional[bool], device: torch.device) -> Dict:
-    """transformers ``generate`` kwargs for the KV cache and the compiled decoding step."""
-    if cache_implementation not in CACHE_IMPLEMENTATIONS:
-        raise ValueError(f"cache_implementation: unknown KV cache {cache_implementation!r}; "
-                         f"choose one of {list(CACHE_IMPLEMENTATIONS)}")
-    if compile_decoding not in (None, True, False):
-        raise ValueError(f"compile_decoding must be true, false or null (auto), got {compile_decoding!r}")
-    if cache_implementation == "dynamic":
-        if compile_decoding:
-            raise ValueError("compile_decoding: true needs cache_implementation: static "
-                             "(a compiled decoding step needs the fixed shapes of a static KV cache)")
-        return {}
-    kwargs: Dict = {"cache_implementation": "static"}
-    if compile_decoding is False:
-        kwargs["disable_compile"] = True
-    elif compile_decoding and torch.device(device).type != "cuda":
-        from transformers import CompileConfig
-
-        conf = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs
-        conf._compile_all_devices = True  # transformers compiles on GPUs only unless told so
-        kwargs["compile_config"] = conf
-    return kwargs
-
-
-class _RepetitionPenalty:
-    """Logits processor of the repetition penalty (CTRL's: a token already generated gets its
-    score divided by ``penalty`` if positive, multiplied if negative), over the generated
-    tokens of each row, whatever the row's left padding.
-
-    ``input_ids``: (rows, generated so far); ``scores``: (rows, V).
-    """
-
-    def __init__(self, penalty: float):
-        if not penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
-        self.penalty = float(penalty)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.size(1) == 0:
-            return scores
-        seen = torch.gather(scores, 1, input_ids)
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return scores.scatter(1, input_ids, seen)
-
-
-class _PerUtteranceCap:
-    """Logits processor forcing EOS once utterance i has generated caps[i] tokens.
-
-    ``input_ids`` rows are ``batch * num_beams`` (beams of one utterance adjacent).
-    With ``inputs_embeds`` HF passes only the generated ids, so their length is
-    the number of tokens generated so far.  No host-device synchronisation: the
-    caps go to the device once and the forcing is a masked fill.
-    """
-
-    def __init__(self, caps: List[int], num_beams: int, eos_token_id: int):
-        self.caps = torch.tensor(caps).repeat_interleave(num_beams)
-        self.eos = eos_token_id
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.caps.device != scores.device:
-            self.caps = self.caps.to(scores.device)
-        done = (self.caps <= input_ids.size(1)).unsqueeze(1)  # (rows, 1)
-        scores = scores.masked_fill(done, float("-inf"))
-        eos = scores[:, self.eos: self.eos + 1]
-        return scores.scatter(1, torch.full_like(done, self.eos, dtype=torch.long),
-                              torch.where(done, torch.zeros_like(eos), eos))
-
-
-class _GreedyScores:
-    """Greedy decoding's per-token scores, gathered as generation goes.
-
-    The last logits processor: it sees the final processed scores of each step
-    (what transformers returns with ``output_scores``) and keeps only their
-    log-softmax at the token chosen, read at the next step from ``input_ids``
-    (the last step's in :meth:`finish`): one (rows, V) buffer instead of one per
-    step.  Same values as ``compute_transition_scores(..., normalize_logits=True)``.
-    """
-
-    def __init__(self):
-        self.chosen: List[torch.Tensor] = []  # (rows,) log-probability of token t, t = 0, 1, ...
-        self.last: Optional[torch.Tensor] = None  # (rows, V) log-softmax of the latest step
-        self.last_position = -1  # the token position ``last`` chooses
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        position = input_ids.size(1)  # the token about to be chosen
-        if self.last is not None and self.last_position == position - 1 == len(self.chosen):
-            self.chosen.append(self.last.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.last = torch.log_softmax(scores.float(), dim=-1)
-        self.last_position = position
-        return scores
-
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        """(rows, steps) generated ids -> (rows, steps) log-probabilities of those ids."""
-        steps = sequences.size(1)
-        if self.last is not None and self.last_position == len(self.chosen) < steps:
-            self.chosen.append(self.last.gather(1, sequences[:, self.last_position:self.last_position + 1]).squeeze(1))
-        self.last = None
-        if len(self.chosen) < steps:
-            raise RuntimeError(f"greedy scores: {len(self.chosen)} steps recorded for {steps} generated tokens")
-        return torch.stack(self.chosen[:steps], dim=1) if steps else sequences.new_zeros(sequences.size(0), 0).float()

@@ -279,7 +279,7 @@ def test_compiled_decoding_step_same_hypotheses(assets):
 
 def test_static_cache_options_reach_generate(assets, monkeypatch):
     """What the options hand to transformers' generate; bad values name their key."""
-    from espnet_llm_asr.model import generation_cache_kwargs
+    from espnet_llm_asr.decoding import generation_cache_kwargs
 
     root, _, _, exp = assets
     model = _load(exp)
