@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from espnet_llm_asr.analysis import gate_language_id_accuracy, read_gates
-from espnet_llm_asr.bin.make_results import TestSetResult, _exp_label, collect_exp, summary_lines
+from espnet_llm_asr.bin.make_results import (TestSetResult, _exp_label, collect_exp, summary_lines,
+                                             utt2lang_candidates)
 from espnet_llm_asr.data_io import read_kaldi_map
 from espnet_llm_asr.utils import atomic_write_text
 
@@ -59,7 +60,7 @@ def _fmt_time(s: Optional[int]) -> str:
 
 
 def _utt2lang(r: TestSetResult, ref_root: Optional[Path]) -> Optional[Dict[str, str]]:
-    for cand in [r.path / "score_wer" / "utt2lang"] + ([ref_root / r.test_set / "utt2lang"] if ref_root else []):
+    for cand in utt2lang_candidates(r, ref_root):
         if cand.is_file():
             return read_kaldi_map(cand)
     return None

@@ -108,11 +108,14 @@ def analyse_routing(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], p
         _cif_firing_notes(r, out_dir, ref_root, cif_plots)
 
 
+def utt2lang_candidates(r: TestSetResult, ref_root: Optional[Path]) -> List[Path]:
+    """Where a decode dir's language ids are looked up, in order: the score dir, then ``ref_root/<set>``."""
+    return [r.path / "score_wer" / "utt2lang"] + ([ref_root / r.test_set / "utt2lang"] if ref_root is not None else [])
+
+
 def _gate_notes(r: TestSetResult, out_dir: Path, ref_root: Optional[Path], plots: bool) -> None:
     """Gate language-ID accuracy, mean gates per language and the heatmap of ``r.path/gates``."""
-    candidates = [r.path / "score_wer" / "utt2lang"]
-    if ref_root is not None:
-        candidates.append(ref_root / r.test_set / "utt2lang")
+    candidates = utt2lang_candidates(r, ref_root)
     lang_file = next((p for p in candidates if p.is_file()), None)
     if lang_file is None:
         r.notes.append(f"- gate language-ID: not computed, no utt2lang in {' or '.join(map(str, candidates))}")
