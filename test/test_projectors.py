@@ -319,16 +319,42 @@ def test_smear_merge_matches_explicit_weight_average():
     for b, m in enumerate(x_lens.tolist()):
         g = probs[b, :m].mean(0)  # mean over real frames only
         torch.testing.assert_close(out.gates[b], g)
-        w1 = sum(g[e] * ex.w1[e] for e in range(E))
+        w1 = sum(g[e] * ex.w1_dh[e] for e in range(E))
         b1 = sum(g[e] * ex.b1[e] for e in range(E))
-        w2 = sum(g[e] * ex.w2[e] for e in range(E))
+        w2 = sum(g[e] * ex.w2_ho[e] for e in range(E))
         b2 = sum(g[e] * ex.b2[e] for e in range(E))
-        h = torch.relu(torch.relu(x[b, :m]) @ w1.T + b1)
-        torch.testing.assert_close(out.embeds[b, :m], h @ w2.T + b2)
+        h = torch.relu(torch.relu(x[b, :m]) @ w1 + b1)
+        torch.testing.assert_close(out.embeds[b, :m], h @ w2 + b2)
     # load balance: 0.2 * MSE(mean prob over all real frames, 1/E)
     real = torch.cat([probs[b, :m] for b, m in enumerate(x_lens.tolist())])
     expected = 0.2 * ((real.mean(0) - 1 / E) ** 2).mean()
     torch.testing.assert_close(out.aux_loss, expected)
+
+
+def test_expert_bank_init_draws_like_linear_and_loads_the_old_layout():
+    """Input-major weights: same seeded values as (out, in) weights drawn like
+    torch.nn.Linear, and a state dict of the earlier (E, H, D) layout loads."""
+    from espnet_llm_asr.projectors.experts import ExpertBank
+
+    torch.manual_seed(3)
+    bank = ExpertBank(E, 6, 10, 7).double()
+    torch.manual_seed(3)
+    expected = []
+    for fan_in, shape in ((6, (E, 10, 6)), (10, (E, 7, 10))):
+        bound = 1.0 / math.sqrt(fan_in)
+        expected.append(torch.empty(shape).uniform_(-bound, bound))
+        expected.append(torch.empty(shape[:2]).uniform_(-bound, bound))
+    torch.testing.assert_close(bank.w1_dh, expected[0].transpose(1, 2).double())
+    torch.testing.assert_close(bank.b1, expected[1].double())
+    torch.testing.assert_close(bank.w2_ho, expected[2].transpose(1, 2).double())
+    old = {"w1": bank.w1_dh.detach().transpose(1, 2).clone(), "b1": bank.b1.detach().clone(),
+           "w2": bank.w2_ho.detach().transpose(1, 2).clone(), "b2": bank.b2.detach().clone()}
+    fresh = ExpertBank(E, 6, 10, 7).double()
+    fresh.load_state_dict(old)
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    gates = torch.softmax(torch.randn(2, E, dtype=torch.float64), -1)
+    torch.testing.assert_close(fresh.merged(x, gates, "merge"), bank.merged(x, gates, "merge"))
+    torch.testing.assert_close(fresh.expert(x, 1), bank.expert(x, 1))
 
 
 def test_smear_every_expert_gets_gradient_from_one_batch():
@@ -336,7 +362,7 @@ def test_smear_every_expert_gets_gradient_from_one_batch():
     feats, lens = garbage_batch()
     out = proj(feats, lens)
     out.embeds.square().sum().backward()
-    for pname in ("w1", "b1", "w2", "b2"):
+    for pname in ("w1_dh", "b1", "w2_ho", "b2"):
         grad = getattr(proj.experts, pname).grad
         assert bool((grad.flatten(1).abs().sum(1) > 0).all()), pname
     assert float(proj.gate.router.weight.grad.abs().sum()) > 0
@@ -488,8 +514,8 @@ def test_smear_auto_takes_both_paths_over_shapes():
 
     bank = ExpertBank.__new__(ExpertBank)  # only the shapes matter: no 40 M parameters
     torch.nn.Module.__init__(bank)
-    bank.w1 = torch.nn.Parameter(torch.empty(4, 2048, 1280, device="meta"))
-    bank.w2 = torch.nn.Parameter(torch.empty(4, 3584, 2048, device="meta"))
+    bank.w1_dh = torch.nn.Parameter(torch.empty(4, 1280, 2048, device="meta"))
+    bank.w2_ho = torch.nn.Parameter(torch.empty(4, 2048, 3584, device="meta"))
     assert bank.pick_mode(8, 100) == "merge"
     assert bank.pick_mode(8, 2) == "merge"
     assert bank.pick_mode(8, 1) == "mix"

@@ -27,7 +27,6 @@ from dataclasses import asdict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from espnet_llm_asr.benchmark.common import (BenchSettings, ProjectorSizes, best_time, mmap_large_allocations,
                                              peak_rss_increase)
@@ -68,10 +67,10 @@ class NaiveSmear(AbsProjector):
             rows = []
             for b in range(x.size(0)):
                 g = gates[b]
-                w1 = torch.einsum("e,ehd->hd", g, bank.w1)
-                w2 = torch.einsum("e,eoh->oh", g, bank.w2)
-                h = F.linear(torch.relu(x[b]), w1, g @ bank.b1)
-                rows.append(F.linear(torch.relu(h), w2, g @ bank.b2))
+                w1 = torch.einsum("e,edh->dh", g, bank.w1_dh)
+                w2 = torch.einsum("e,eho->ho", g, bank.w2_ho)
+                h = torch.relu(x[b]) @ w1 + g @ bank.b1
+                rows.append(torch.relu(h) @ w2 + g @ bank.b2)
             y = torch.stack(rows)
         return ProjectorOutput(y, lengths, aux, gates=gates)
 
