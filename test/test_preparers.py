@@ -156,8 +156,8 @@ def test_commonvoice_tsv_and_missing_decoder(tmp_path, monkeypatch):
             tsv.write_text(tsv.read_text(encoding="utf-8").replace(".wav", ".mp3"), encoding="utf-8")
             for wav in (root / lang / "clips").glob("*.wav"):
                 wav.rename(wav.with_suffix(".mp3"))
-    monkeypatch.setattr(preparers, "_soundfile_reads", lambda path: False)
-    monkeypatch.setattr(preparers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(preparers.audio, "_soundfile_reads", lambda path: False)
+    monkeypatch.setattr(preparers.audio.shutil, "which", lambda name: None)
     out = tmp_path / "data"
     with pytest.raises(PrepareError, match=r"cannot decode .*\.mp3.*ffmpeg"):
         prepare_corpus("commonvoice", out, root=root, langs=["hi"])
@@ -200,7 +200,7 @@ def test_kathbath_m4a_without_decoder(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     (d / "1-2-f.m4a").write_bytes(b"\0" * 100)
     (d / "transcription_n2w.txt").write_text("1-2-f.m4a\tनमस्ते\n", encoding="utf-8")
-    monkeypatch.setattr(preparers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(preparers.audio.shutil, "which", lambda name: None)
     with pytest.raises(PrepareError, match="cannot decode .*1-2-f.m4a"):
         prepare_corpus("kathbath", tmp_path / "data", root=tmp_path / "kb", langs=["hi"], splits=["train"])
     with pytest.raises(PrepareError, match="unknown split"):

@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +156,24 @@ def test_bad_data_stops_stage3_or_is_dropped_with_fix_data(tmp_path):
     converted = dict(ln.split(" ", 1) for ln in (dump / "wav.scp").read_text(encoding="utf-8").splitlines())[ids[4]]
     info = soundfile.info(converted)
     assert (info.samplerate, info.channels) == (16000, 1)
+
+
+def test_recipe_encoder_conf_defaults_to_the_training_config(tmp_path):
+    """llm_asr.sh without --encoder_conf dumps features and builds the model with the
+    asr_config's own frontend_conf.encoder_conf (conf/real_small: pad_to_30s true),
+    else {pad_to_30s: false}; a bad config is a clear error."""
+    from espnet_llm_asr.bin.datadir import config_encoder_conf
+
+    recipe = Path(__file__).resolve().parents[1] / "egs2" / "indic" / "asr1"
+    assert config_encoder_conf(str(recipe / "conf" / "real_small" / "train_smear_moe.yaml")) == "{pad_to_30s: true}"
+    assert config_encoder_conf(str(recipe / "conf" / "train_mono.yaml")) == "{pad_to_30s: false}"
+    conf = tmp_path / "c.yaml"
+    conf.write_text("frontend: mono\nfrontend_conf:\n  encoder_conf: {pad_to_30s: true, dtype: bfloat16}\n")
+    assert yaml.safe_load(config_encoder_conf(str(conf))) == {"pad_to_30s": True, "dtype": "bfloat16"}
+    conf.write_text("frontend_conf:\n  encoder_conf: [1, 2]\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: frontend_conf\.encoder_conf must be a mapping"):
+        config_encoder_conf(str(conf))
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        config_encoder_conf(str(tmp_path / "nope.yaml"))
+    script = (recipe.parents[1] / "TEMPLATE" / "llm_asr1" / "llm_asr.sh").read_text()
+    assert 'encoder_conf=""' in script and "datadir encoder_conf --config" in script

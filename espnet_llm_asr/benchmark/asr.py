@@ -252,7 +252,7 @@ def bench_dumped(settings: BenchSettings, assets: Assets) -> Dict[str, object]:
     batch = min(16, len(assets.utts))
     utts = assets.utts[:batch]
     wave, wave_lens = pad_waves(utts)
-    model = build_model(assets, freeze_llm=False)  # the recipe trains the toy LM with the projector
+    model = build_model(assets, freeze_llm=False)  # the heavier case: the toy LM is trained too
     text, text_lens = _text_batch(model, utts)
     logger.info("dumped: tiny encoder, batch %d, on the fly", batch)
     fly = train_step_time(model, wave, wave_lens, text, text_lens, settings.repeats)
@@ -283,7 +283,7 @@ def bench_dumped(settings: BenchSettings, assets: Assets) -> Dict[str, object]:
                       f"{layers_run} run, scaled)", "batch": batch, "on_the_fly_s": fly_big,
              "dumped_s": dumped_big, "speedup": fly_big / dumped_big,
              "encoder_share": enc_time["scaled_s"] / fly_big, "encoder": enc_time}
-    return {"note": "default tiny model (smear_moe hidden 512 × 4 experts, toy LM trained too as in the recipe), "
+    return {"note": "default tiny model (smear_moe hidden 512 × 4 experts, toy LM trained too), "
                     f"batch of {batch} utterances ({sum(u.seconds for u in utts):.1f} s of audio), fp32 CPU; "
                     "large-v3 row: on-the-fly = dumped step with 1280-dim features + the frozen encoder's "
                     "time for the batch (no_grad), the encoder timed with "
@@ -365,7 +365,7 @@ def bench_memory(settings: BenchSettings, assets: Assets) -> Dict[str, object]:
     resume = out / "checkpoint.pth"
     return {
         "note": f"embedded default config ({RECIPE_TRAIN_CONF.name if RECIPE_TRAIN_CONF.exists() else 'built-in'}: "
-                f"smear_moe, toy LM trained too) on dumped features, {conf['num_iters_per_epoch']} steps of batch "
+                f"{conf.get('frontend')}, toy LM {'frozen' if (conf.get('llm_conf') or {}).get('freeze') else 'trained too'}) on dumped features, {conf['num_iters_per_epoch']} steps of batch "
                 f"{conf['batch_size']} + validation, ESPnet trainer in a child process, peak RSS from os.wait4",
         "peak_rss_bytes": usage.ru_maxrss * 1024, "steps": conf["num_iters_per_epoch"],
         "trainable_params": sum(p.numel() for p in trainable.values()), "trainable_bytes": trainable_bytes,

@@ -6,10 +6,14 @@
     python -m espnet_llm_asr.bin.datadir shapes --dir dump/raw/train --out_dir exp/stats/train --llm LLM_DIR
     python -m espnet_llm_asr.bin.datadir signature FILE_OR_DIR...
     python -m espnet_llm_asr.bin.datadir split_keys --key_file dump/raw/test/wav.scp --nj 4 --out_dir DIR
+    python -m espnet_llm_asr.bin.datadir encoder_conf --config conf/train_smear_moe.yaml
 """
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+import yaml
 
 from espnet2.utils.types import str2bool
 
@@ -44,7 +48,33 @@ def get_parser() -> argparse.ArgumentParser:
     f.add_argument("--key_file", required=True)
     f.add_argument("--nj", type=int, required=True)
     f.add_argument("--out_dir", required=True)
+    f = sub.add_parser("encoder_conf", help="the training config's frontend_conf.encoder_conf as flow yaml "
+                       "(the recipe's default for stage 9 and 11)")
+    f.add_argument("--config", required=True)
     return p
+
+
+#: encoder options of a config without frontend_conf.encoder_conf
+DEFAULT_ENCODER_CONF = {"pad_to_30s": False}
+
+
+def config_encoder_conf(config: str) -> str:
+    """``frontend_conf.encoder_conf`` of the training yaml ``config`` as one line of flow
+    yaml (``{pad_to_30s: true}``), or :data:`DEFAULT_ENCODER_CONF` when it names none."""
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {config} does not exist")
+    try:
+        conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{config}: not valid yaml: {e}") from e
+    frontend_conf = conf.get("frontend_conf") or {} if isinstance(conf, dict) else {}
+    enc = frontend_conf.get("encoder_conf") if isinstance(frontend_conf, dict) else None
+    if enc is None:
+        enc = DEFAULT_ENCODER_CONF
+    if not isinstance(enc, dict):
+        raise ValueError(f"{config}: frontend_conf.encoder_conf must be a mapping, got {enc!r}")
+    return yaml.safe_dump(enc, default_flow_style=True, width=10**6).strip()
 
 
 def main(cmd=None):
@@ -63,6 +93,8 @@ def main(cmd=None):
             print(datadir.signature(args.paths))
         elif args.command == "split_keys":
             datadir.split_keys(args.key_file, args.nj, args.out_dir)
+        elif args.command == "encoder_conf":
+            print(config_encoder_conf(args.config))
     except (ValueError, FileNotFoundError) as e:
         logging.error(str(e))
         sys.exit(1)

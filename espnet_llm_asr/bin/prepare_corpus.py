@@ -6,7 +6,7 @@
     python -m espnet_llm_asr.bin.prepare_corpus --corpus kaldi --src_dir /other/recipe/data/test \\
         --out_dir data [--lang hi | --utt2lang FILE] [--set_name test_other]
 
-Corpora and their layouts: see espnet_llm_asr/data/preparers.py.  Writes
+Corpora and their layouts: see espnet_llm_asr/data/preparers/.  Writes
 out_dir/<set>/{wav.scp,text,utt2spk,spk2utt,utt2lang} (each set written to a
 temporary dir and renamed into place) and merges the languages into
 out_dir/lang_list.  Bad rows (no transcript, missing audio, malformed line)

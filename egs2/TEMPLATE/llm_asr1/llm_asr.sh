@@ -50,7 +50,8 @@ encoder=tiny            # HF Whisper dir/name, or tiny
 llm=tiny                # HF causal LM dir/name, or tiny
 tiny_config=conf/tiny_models.yaml
 dump_feats=true         # dump frozen encoder features (stage 9) and train on them
-encoder_conf="{pad_to_30s: false}"
+encoder_conf=""         # encoder options (flow yaml), for stage 9 and the trained model; default:
+                        # the asr_config's frontend_conf.encoder_conf, else {pad_to_30s: false}
 
 # training / decoding
 asr_config=conf/train_smear_moe.yaml
@@ -89,6 +90,10 @@ data_train_set="${train_set}"
 if [ -n "${speed_perturb_factors}" ]; then data_train_set="${train_set}_sp"; fi
 dump_sets="${data_train_set} ${valid_set} ${test_sets}"
 
+if [ -z "${encoder_conf}" ]; then  # one encoder_conf for the dump (stage 9) and the model (stage 11)
+    encoder_conf="$(${python} -m espnet_llm_asr.bin.datadir encoder_conf --config "${asr_config}")" \
+        || die "cannot read frontend_conf.encoder_conf of --asr_config ${asr_config}"
+fi
 [ -n "${asr_tag}" ] || asr_tag="$(basename "${asr_config}" .yaml)"
 asr_exp="${expdir}/asr_${asr_tag}"
 if [ -z "${inference_tag}" ]; then

@@ -13,7 +13,7 @@
 # --corpus fleurs|commonvoice|kathbath|indicvoices: a real corpus whose root
 # is set in db.sh (FLEURS, COMMONVOICE, KATHBATH, INDICVOICES) or given with
 # --root; --corpus kaldi imports an existing Kaldi data dir.  Layouts, set
-# names and id rules: espnet_llm_asr/data/preparers.py.
+# names and id rules: espnet_llm_asr/data/preparers/.
 #
 #   local/data.sh --corpus fleurs --langs hi,mr,ta,te [--suffix _fleurs] [--skip_bad true]
 #   local/data.sh --corpus kathbath --root /data/kathbath   # -> train dev test_known test_unknown

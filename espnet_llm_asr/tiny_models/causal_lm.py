@@ -1,0 +1,172 @@
+"""The tiny causal LM (Llama or Qwen2 at toy size) and its next-token pretraining
+on the corpus text with ASR-shaped copy examples."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Union
+
+import numpy as np
+import torch
+
+from espnet_llm_asr.tiny_models.common import (PathLike, Schedule, atomic_dir, loss_summary, progress_bar,
+                                               read_lines, resolve_device)
+from espnet_llm_asr.tiny_models.tokenizer import prompt_after_speech
+
+logger = logging.getLogger(__name__)
+
+
+def build_tiny_llm(
+    out_dir: PathLike,
+    tokenizer_dir: PathLike,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: Optional[int] = None,
+    arch: str = "llama",
+    seed: int = 0,
+    max_position_embeddings: int = 2048,
+    tie_word_embeddings: bool = True,
+) -> Path:
+    """Save a randomly initialised causal LM (``llama`` | ``qwen2``) with the tokenizer in ``out_dir``.
+
+    Vocabulary size = ``len(tokenizer)``; BOS/EOS/PAD ids from the tokenizer.
+    ``intermediate_size`` defaults to ``4 * hidden_size``.
+    """
+    from transformers import (AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
+
+    archs = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if arch not in archs:
+        raise ValueError(f"build_tiny_llm: arch must be one of {sorted(archs)}, got {arch!r}")
+    if hidden_size % num_heads:
+        raise ValueError(f"build_tiny_llm: hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config_cls, model_cls = archs[arch]
+    config = config_cls(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    logger.info("tiny %s LM in %s: %d params, vocab %d", arch, out_dir,
+                sum(p.numel() for p in model.parameters()), len(tokenizer))
+    return Path(out_dir)
+
+
+def pretrain_causal_lm(
+    llm_dir: PathLike,
+    lines: Union[PathLike, Iterable[str]],
+    out_dir: Optional[PathLike] = None,
+    steps: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    warmup: Optional[int] = None,
+    log_every: int = 50,
+    device: str = "cpu",
+    seed: int = 0,
+    max_tokens: int = 256,
+    copy_fraction: float = 0.0,
+    aligned_fraction: float = 0.0,
+    aligned_slot: Optional[Dict] = None,
+) -> Dict[str, float]:
+    """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
+
+    AdamW, linear warm-up (default ``min(100, steps // 10)`` steps) then
+    cosine decay, gradient clipping at 1.0, random batches of ``batch_size``
+    lines (truncated to ``max_tokens``).  Returns ``first_loss`` /
+    ``last_loss`` (means over the first / last few steps).
+
+    ``copy_fraction`` of the examples are instead laid out as the ASR model
+    lays out an utterance, with the transcript's own tokens in the speech
+    slot: ``BOS + text + prompt after the speech + text + EOS``.  A real LLM
+    can repeat what its prompt holds; a toy LM trained on random word
+    sequences cannot, and this teaches it (the projector then only has to
+    make speech look like the words).  ``aligned_fraction`` of those copy
+    examples instead hold the transcript as a fixed-stride projector lays it
+    out (tokens spread over duration-like spans among filler positions, with
+    noise; ``aligned_slot``: :class:`~espnet_llm_asr.copy_examples.AlignedSlotConfig`
+    keys), with no loss on the slot, so that the LM learns to read what
+    stride-5 projectors (mono, smear_moe, ...) give it.
+    """
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = read_lines(lines)
+    if not texts:
+        raise ValueError("pretrain_causal_lm: no training lines")
+    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).to(device)
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    for name, value in (("copy_fraction", copy_fraction), ("aligned_fraction", aligned_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"pretrain_causal_lm: {name} must be in [0, 1], got {value}")
+    suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    special = set(tokenizer.all_special_ids)
+    maker = CopyExampleMaker(
+        bos, tokenizer.eos_token_id, suffix, filler=pad_id, chars=token_char_counts(tokenizer),
+        vocab=[i for i in range(len(tokenizer)) if i not in special],
+        aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in (aligned_slot or {}).items()}),
+        max_tokens=max_tokens)
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    schedule = Schedule(lr, steps, min(100, steps // 10) if warmup is None else warmup)
+    model.train()
+    losses: List[float] = []
+    with progress_bar(steps, "LM pretraining") as bar:
+        for step in range(steps):
+            idx = torch.randint(len(token_lists), (min(batch_size, len(token_lists)),), generator=gen).tolist()
+            as_copy = (torch.rand(len(idx), generator=gen) < copy_fraction).tolist()
+            # drawn only when used, so that aligned_fraction 0 keeps the random stream of earlier releases
+            as_aligned = ((torch.rand(len(idx), generator=gen) < aligned_fraction).tolist() if aligned_fraction > 0
+                          else [False] * len(idx))
+            kinds = ["text" if not c else "aligned" if a else "copy" for c, a in zip(as_copy, as_aligned)]
+            batch = [maker.make(token_lists[i], kind, gen) for i, kind in zip(idx, kinds)]
+            width = max(len(seq) for seq, _ in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, (seq, lab) in enumerate(batch):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+                labels[row, : len(lab)] = torch.tensor(lab)
+            for group in opt.param_groups:
+                group["lr"] = schedule(step)
+            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                logger.info("LM step %d/%d: loss %.4f (mean of last %d: %.4f), lr %.2e", step + 1, steps,
+                            losses[-1], min(log_every, len(losses)), np.mean(losses[-log_every:]), schedule(step))
+    model.eval()
+    target = Path(out_dir) if out_dir is not None else Path(llm_dir)
+    with atomic_dir(target) as tmp:
+        model.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    result = loss_summary(losses)
+    logger.info("LM pretraining done: loss %.4f -> %.4f, saved to %s",
+                result["first_loss"], result["last_loss"], target)
+    return result
