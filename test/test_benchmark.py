@@ -215,6 +215,32 @@ def test_throughput_part_without_gpu_is_skipped_and_reported():
     assert "**6. GPU throughput**: not measured (needs a GPU" in text and "| not measured |" in text
 
 
+def test_benchmark_cli_throughput_settings(monkeypatch):
+    """--throughput_batches / --throughput_budget_s / --compile_decoding reach BenchSettings; bad
+    batch lists are argparse errors."""
+    from espnet_llm_asr.bin import benchmark
+
+    seen = {}
+
+    def fake_run(parts, settings):
+        seen["parts"], seen["settings"] = parts, settings
+        return {"meta": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 1,
+                         "settings": {"repeats": 1, "quick": True}}}
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_run)
+    benchmark.main(["--parts", "throughput", "--throughput_batches", "1,16,128", "--throughput_budget_s", "90",
+                    "--compile_decoding", "false"])
+    settings = seen["settings"]
+    assert seen["parts"] == ["throughput"]
+    assert settings.throughput_batches == (1, 16, 128) and settings.throughput_budget_s == 90.0
+    assert settings.compile_decoding is False
+    benchmark.main(["--parts", "throughput"])
+    assert seen["settings"].throughput_batches == (1, 8, 64) and seen["settings"].compile_decoding is None
+    for bad in ("0,8", "a,b", ""):
+        with pytest.raises(SystemExit):
+            benchmark.main(["--throughput_batches", bad])
+
+
 def test_throughput_report_of_a_gpu_run_with_failures():
     """What a GPU run reports when configurations fail (out of memory) or the time budget ends:
     rendered rows, the largest batch that fit, the goals from the fast greedy rows."""

@@ -74,7 +74,23 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     assert "Stage 11" not in proc.stdout and "Stage 12: decoding test" in proc.stdout
     assert (decode / "test" / "text").stat().st_mtime_ns != before[1]
 
+    _dump_float16(recipe)
     _compare_two_projectors(recipe)
+
+
+def _dump_float16(recipe: Path) -> None:
+    """--dump_dtype float16 re-dumps stage 9 in half the bytes (the mono model of the comparison
+    below then trains on these features); another dtype stops with the option named."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    bad = subprocess.run(["./run.sh", "--stage", "9", "--stop_stage", "9", "--dump_dtype", "float64", *FAST],
+                         cwd=recipe, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--dump_dtype must be float32 or float16, got 'float64'" in bad.stderr, bad.stderr
+    train = recipe / "dump" / "feats" / "train"
+    fp32_bytes = sum(p.stat().st_size for p in train.rglob("*.ark"))
+    proc = _run(recipe, "--stage", "9", "--stop_stage", "9", "--dump_dtype", "float16", *FAST)
+    assert "Stage 9: dumping frozen encoder features of train" in proc.stdout and "float16" in proc.stdout
+    fp16_bytes = sum(p.stat().st_size for p in train.rglob("*.ark"))
+    assert 0.4 * fp32_bytes < fp16_bytes < 0.6 * fp32_bytes, (fp16_bytes, fp32_bytes)
 
 
 def _compare_two_projectors(recipe: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import shlex
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from espnet_llm_asr.benchmark.common import BenchSettings
 from espnet_llm_asr.benchmark.report import render_markdown, update_readme
@@ -42,10 +42,29 @@ def get_parser() -> argparse.ArgumentParser:
                    help="transcript tokens per second of audio assumed for CIF targets and the system estimate")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice, one per core)")
+    p.add_argument("--throughput_batches", type=_batch_list, default=BenchSettings.throughput_batches,
+                   help="GPU throughput part: decoding batch sizes, comma-separated (greedy and beam 4 at each; "
+                        "the largest batch that fits is searched beyond them); default %(default)s")
+    p.add_argument("--throughput_budget_s", type=float, default=BenchSettings.throughput_budget_s,
+                   help="GPU throughput part: seconds it may take; what is left then is reported as skipped")
+    p.add_argument("--compile_decoding", choices=("auto", "true", "false"), default="auto",
+                   help="GPU throughput part: torch.compile the decoding step (auto: on a GPU with the static "
+                        "cache, transformers' rule)")
     p.add_argument("--work_dir", default=None, help="scratch dir (default: a temporary dir, removed)")
     p.add_argument("--out_json", default=None, help="write the results here")
     p.add_argument("--readme", default=None, help="README to update between the benchmark markers")
     return p
+
+
+def _batch_list(text: str) -> Tuple[int, ...]:
+    """``"1,8,64"`` -> (1, 8, 64); an argparse error for anything but positive integers."""
+    try:
+        batches = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive batch sizes, got {text!r}")
+    return batches
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -58,7 +77,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         torch.set_num_threads(args.threads)
     settings = BenchSettings(quick=args.quick, repeats=args.repeats, tokens_per_second=args.tokens_per_second,
                              num_utts=args.num_utts, data_dir=args.data_dir, asr_exp=args.asr_exp,
-                             models_dir=args.models_dir, encoder_layers=args.encoder_layers, work_dir=args.work_dir)
+                             models_dir=args.models_dir, encoder_layers=args.encoder_layers, work_dir=args.work_dir,
+                             throughput_batches=args.throughput_batches, throughput_budget_s=args.throughput_budget_s,
+                             compile_decoding={"auto": None, "true": True, "false": False}[args.compile_decoding])
     results = run_benchmark(parts, settings)
     cmd = ["python -m espnet_llm_asr.bin.benchmark"] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]
     results["meta"]["command"] = " ".join(cmd)

@@ -50,6 +50,7 @@ encoder=tiny            # HF Whisper dir/name, or tiny
 llm=tiny                # HF causal LM dir/name, or tiny
 tiny_config=conf/tiny_models.yaml
 dump_feats=true         # dump frozen encoder features (stage 9) and train on them
+dump_dtype=float32      # float32 | float16 (half the disk; read back as float32, within fp16 rounding)
 encoder_conf=""         # encoder options (flow yaml), for stage 9 and the trained model; default:
                         # the asr_config's frontend_conf.encoder_conf, else {pad_to_30s: false}
 
@@ -90,6 +91,7 @@ data_train_set="${train_set}"
 if [ -n "${speed_perturb_factors}" ]; then data_train_set="${train_set}_sp"; fi
 dump_sets="${data_train_set} ${valid_set} ${test_sets}"
 
+case "${dump_dtype}" in float32|float16) ;; *) die "--dump_dtype must be float32 or float16, got '${dump_dtype}'" ;; esac
 if [ -z "${encoder_conf}" ]; then  # one encoder_conf for the dump (stage 9) and the model (stage 11)
     encoder_conf="$(${python} -m espnet_llm_asr.bin.datadir encoder_conf --config "${asr_config}")" \
         || die "cannot read frontend_conf.encoder_conf of --asr_config ${asr_config}"
@@ -276,13 +278,14 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
         for s in ${dump_sets}; do
             out="${feats_root}/${s}"
             sig="$(sig_of "${dumpdir}/raw/${s}/wav.scp" "${encoder_path}") ${encoder_conf}"
+            [ "${dump_dtype}" = float32 ] || sig="${sig} ${dump_dtype}"  # float32: the signature as before
             if done_sig "${out}" 9 "${sig}"; then log "Stage 9: ${out} is up to date, skipped"; continue; fi
-            log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs)"
+            log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs, ${dump_dtype})"
             rm -rf "${out}"; mkdir -p "${out}/logs"
             ${train_cmd} JOB=1:${nj} "${out}/logs/dump.JOB.log" \
                 ${python} -m espnet_llm_asr.bin.dump_encoder_feats --encoder "${encoder_path}" \
                 --encoder_conf "${encoder_conf}" --data_dir "${dumpdir}/raw/${s}" --out_dir "${out}" \
-                --nj "${nj}" --job_id JOB
+                --dtype "${dump_dtype}" --nj "${nj}" --job_id JOB
             ${python} -m espnet_llm_asr.bin.dump_encoder_feats --data_dir "${dumpdir}/raw/${s}" \
                 --out_dir "${out}" --nj "${nj}" --merge_only
             mark_done "${out}" 9 "${sig}"
