@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -239,7 +240,7 @@ def plot_routing_heatmap(matrix, langs: Sequence[str], out_png, expert_names: Op
     ax.set_yticks(range(m.shape[0]), labels=list(langs))
     ax.set_xlabel("expert")
     ax.set_ylabel("language")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, width=max(30, int(12 * (1.2 + 1.1 * m.shape[1])))), fontsize="medium")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
