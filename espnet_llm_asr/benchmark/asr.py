@@ -363,9 +363,10 @@ def bench_memory(settings: BenchSettings, assets: Assets) -> Dict[str, object]:
     full = trained.state_dict(keep_vars=True)
     ckpt_bytes = ckpt.stat().st_size
     resume = out / "checkpoint.pth"
+    lm_state = "frozen" if (conf.get("llm_conf") or {}).get("freeze") else "trained too"
     return {
         "note": f"embedded default config ({RECIPE_TRAIN_CONF.name if RECIPE_TRAIN_CONF.exists() else 'built-in'}: "
-                f"{conf.get('frontend')}, toy LM {'frozen' if (conf.get('llm_conf') or {}).get('freeze') else 'trained too'}) on dumped features, {conf['num_iters_per_epoch']} steps of batch "
+                f"{conf.get('frontend')}, toy LM {lm_state}) on dumped features, {conf['num_iters_per_epoch']} steps of batch "
                 f"{conf['batch_size']} + validation, ESPnet trainer in a child process, peak RSS from os.wait4",
         "peak_rss_bytes": usage.ru_maxrss * 1024, "steps": conf["num_iters_per_epoch"],
         "trainable_params": sum(p.numel() for p in trainable.values()), "trainable_bytes": trainable_bytes,

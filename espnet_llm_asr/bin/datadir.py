@@ -68,7 +68,7 @@ def config_encoder_conf(config: str) -> str:
         conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{config}: not valid yaml: {e}") from e
-    frontend_conf = conf.get("frontend_conf") or {} if isinstance(conf, dict) else {}
+    frontend_conf = (conf.get("frontend_conf") or {}) if isinstance(conf, dict) else {}
     enc = frontend_conf.get("encoder_conf") if isinstance(frontend_conf, dict) else None
     if enc is None:
         enc = DEFAULT_ENCODER_CONF
