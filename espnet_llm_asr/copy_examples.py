@@ -18,7 +18,11 @@ with something speech-like in the slot:
     repeated 1..``max_repeat`` times inside its span, filler (blank)
     positions around it and between words, and a few positions replaced by
     random tokens (noise).  The slot's positions get no loss: the LM learns
-    to *read* alignments, not to write them.
+    to *read* alignments, not to write them.  ``unit: char`` lays out the
+    transcript *spelled* (one vocabulary piece per character, a filler
+    between words; :class:`CharSpeller`) instead of its tokens: 100 ms of a character-CTC-trained encoder holds about one
+    character, not a word, so this is what a stride-5 projector over such
+    an encoder can actually give, and the LM learns to compose the word.
 
 Token ids in, token ids and labels (``-100`` = no loss) out.  The filler is
 the LM's pad token, which is also the blank of the model's auxiliary CTC
@@ -28,7 +32,7 @@ words is what the LM saw here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -44,15 +48,19 @@ class AlignedSlotConfig:
     at 10 positions a second gives 0.7-2.2); ``max_repeat``: a token appears
     1..max_repeat times in its span; ``edge_fill``: up to this many filler
     positions before the first and after the last word (silence);
-    ``noise``: probability that a slot position is a random token.
+    ``noise``: probability that a slot position is a random token;
+    ``unit``: ``token`` (the transcript's tokens) or ``char`` (spelled).
     """
 
     positions_per_char: Tuple[float, float] = (0.7, 1.6)
     max_repeat: int = 3
     edge_fill: int = 3
     noise: float = 0.05
+    unit: str = "token"
 
     def __post_init__(self):
+        if self.unit not in ("token", "char"):
+            raise ValueError(f"aligned slot: unit must be token or char, got {self.unit!r}")
         lo, hi = self.positions_per_char
         if not 0 < lo <= hi:
             raise ValueError(f"aligned positions_per_char must be 0 < low <= high, got {self.positions_per_char}")
@@ -110,8 +118,13 @@ class CopyExampleMaker:
         self.bos, self.eos, self.suffix, self.filler = bos, eos, suffix, filler
         self.chars, self.vocab, self.aligned, self.max_tokens = chars, vocab, aligned, max_tokens
 
-    def make(self, ids: List[int], kind: str, gen: torch.Generator) -> Tuple[List[int], List[int]]:
-        """(input ids, labels) of one example, truncated to ``max_tokens``."""
+    def make(self, ids: List[int], kind: str, gen: torch.Generator,
+             spelled: Optional[List[int]] = None) -> Tuple[List[int], List[int]]:
+        """(input ids, labels) of one example, truncated to ``max_tokens``.
+
+        ``spelled``: the transcript's character pieces (:meth:`CharSpeller.spell`),
+        needed by ``aligned`` examples when the slot's unit is ``char``.
+        """
         if kind == "text":
             seq = self.bos + ids + [self.eos]
             labels = list(seq)
@@ -119,7 +132,12 @@ class CopyExampleMaker:
             seq = self.bos + ids + self.suffix + ids + [self.eos]
             labels = list(seq)
         elif kind == "aligned":
-            slot = aligned_slot(ids, [self.chars[t] for t in ids], self.filler, self.vocab, gen, self.aligned)
+            if self.aligned.unit == "char":
+                if spelled is None:
+                    raise ValueError("aligned slot with unit char needs the spelled transcript")
+                slot = aligned_slot(spelled, [1] * len(spelled), self.filler, self.vocab, gen, self.aligned)
+            else:
+                slot = aligned_slot(ids, [self.chars[t] for t in ids], self.filler, self.vocab, gen, self.aligned)
             head = self.bos + slot
             seq = head + self.suffix + ids + [self.eos]
             labels = self.bos + [IGNORE] * len(slot) + seq[len(head):]
@@ -135,3 +153,40 @@ def token_char_counts(tokenizer) -> List[int]:
         text = (tok or "").replace("\u2581", "").replace("\u0120", "").strip()
         counts.append(len(text))
     return counts
+
+
+class CharSpeller:
+    """Spells text as the tokenizer's single-character pieces.
+
+    ``spell("ab cd")`` -> ids of ``a b c d``, with ``boundary`` (an id, e.g.
+    the slot filler: a pause) between words when given.  Characters without
+    a piece of their own map to the unknown token (a tokenizer trained with
+    full character coverage, as the tiny ones are, has none).  Used for
+    ``unit: char`` aligned slots (words apart by a filler, as speech has
+    pauses) and for the model's character CTC (``model_conf.ctc_unit: char``,
+    no boundary: a pause is CTC's blank).
+    """
+
+    def __init__(self, tokenizer, boundary: Optional[int] = None):
+        self.tokenizer = tokenizer
+        self.boundary = boundary
+        self.unk = tokenizer.unk_token_id
+        self._cache = {}
+
+    def char_id(self, char: str) -> int:
+        if char not in self._cache:
+            tid = self.tokenizer.convert_tokens_to_ids(char)
+            self._cache[char] = self.unk if tid is None else tid
+        return self._cache[char]
+
+    def spell(self, text: str) -> List[int]:
+        ids: List[int] = []
+        for w, word in enumerate(text.split()):
+            if w > 0 and self.boundary is not None:
+                ids.append(self.boundary)
+            ids += [self.char_id(c) for c in word]
+        return ids
+
+    def spell_ids(self, token_ids: Sequence[int]) -> List[int]:
+        """The spelling of a token-id sequence's text (special tokens dropped)."""
+        return self.spell(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))

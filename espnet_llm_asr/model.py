@@ -55,6 +55,11 @@ class LLMASRModel(AbsESPnetModel):
             (B, T', D) -> LLM output head -> (B, T', V), targets the
             transcript tokens, blank = the LLM's pad token (EOS if it has
             none); 0 (default, as in the papers) turns it off.
+        ctc_unit: targets of that CTC: ``token`` (the transcript's tokens) or
+            ``char`` (the transcript spelled in the LLM's single-character
+            pieces, :class:`~espnet_llm_asr.copy_examples.CharSpeller`): a
+            stride-5 projector over a character-level encoder has about
+            one character per position, not one word.
         specaug: optional augmentation of the encoder features (B, T, D) in
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
@@ -70,6 +75,7 @@ class LLMASRModel(AbsESPnetModel):
         extract_feats_in_collect_stats: bool = True,
         max_nonfinite_batches: int = 20,
         ctc_weight: float = 0.0,
+        ctc_unit: str = "token",
         specaug: Optional[torch.nn.Module] = None,
     ):
         super().__init__()
@@ -87,6 +93,10 @@ class LLMASRModel(AbsESPnetModel):
         if ctc_weight < 0:
             raise ValueError(f"model_conf.ctc_weight must be >= 0, got {ctc_weight}")
         self.ctc_weight = ctc_weight
+        if ctc_unit not in ("token", "char"):
+            raise ValueError(f"model_conf.ctc_unit must be token or char, got {ctc_unit!r}")
+        self.ctc_unit = ctc_unit
+        self._speller = None
         self.specaug = specaug
         self._nonfinite_in_a_row = 0
 
@@ -232,11 +242,18 @@ class LLMASRModel(AbsESPnetModel):
         return loss, stats, weight
 
     def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]]) -> torch.Tensor:
-        """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids.
+        """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids
+        (or, with ``ctc_unit: char``, their spelling).
 
         Per-token mean over the batch (ESPnet's convention); utterances with
         fewer vectors than the CTC path needs contribute zero.
         """
+        if self.ctc_unit == "char":
+            if self._speller is None:
+                from espnet_llm_asr.copy_examples import CharSpeller
+
+                self._speller = CharSpeller(self.llm.tokenizer)
+            texts = [self._speller.spell_ids(ids) for ids in texts]
         log_probs = self.llm.token_logits(proj.embeds).float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
         device = log_probs.device
         targets = torch.tensor([t for ids in texts for t in ids], dtype=torch.long, device=device)

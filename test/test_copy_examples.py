@@ -62,3 +62,46 @@ def test_example_layouts_and_labels():
     assert lab == [1] + [IGNORE] * n_slot + [40, 41, 10, 11, 12, 2]
     with pytest.raises(ValueError, match="unknown example kind"):
         maker.make(ids, "other", gen)
+
+
+class _CharVocab:
+    """Just enough of a tokenizer for CharSpeller: a sentencepiece-style vocabulary."""
+
+    def __init__(self, pieces):
+        self.vocab = {p: i for i, p in enumerate(pieces)}
+        self.unk_token_id = 0
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+    def convert_tokens_to_ids(self, tok):
+        return self.vocab.get(tok, self.unk_token_id)
+
+
+def test_char_speller_spells_words_with_boundaries():
+    from espnet_llm_asr.copy_examples import CharSpeller
+
+    vocab = _CharVocab(["<unk>", "<pad>", "क", "ि", "त", "ा", "\u2581कि"])
+    assert CharSpeller(vocab, boundary=1).spell("कि ता") == [2, 3, 1, 4, 5]
+    speller = CharSpeller(vocab)
+    assert speller.spell("कि  ता") == [2, 3, 4, 5]  # single-character pieces, never the multi-character ones
+    assert speller.spell("कx") == [2, 0]  # no piece of its own -> unknown
+
+
+def test_char_unit_slot_holds_the_spelling():
+    spelled = [5, 6, 6, FILLER, 7]  # words apart by the filler
+    maker = CopyExampleMaker(bos=[1], eos=2, suffix=[40], filler=FILLER, chars=[9] * 50, vocab=VOCAB,
+                             aligned=AlignedSlotConfig(noise=0.0, unit="char", positions_per_char=(1.0, 1.6)))
+    for seed in range(5):
+        seq, lab = maker.make([10, 11], "aligned", torch.Generator().manual_seed(seed), spelled=spelled)
+        n_slot = len(seq) - 1 - 1 - 2 - 1
+        assert collapse(seq[1:1 + n_slot]) == [5, 6, 6, 7]  # each character 1-2 positions, repeats kept apart
+        slot = seq[1:1 + n_slot]
+        last6 = max(i for i, t in enumerate(slot) if t == 6)
+        assert FILLER in slot[last6 + 1:slot.index(7)]  # a pause before the second word
+        assert n_slot <= 2 * len(spelled) + 2 + 2 * 3
+        assert lab == [1] + [IGNORE] * n_slot + [40, 10, 11, 2]
+    with pytest.raises(ValueError, match="spelled"):
+        maker.make([10, 11], "aligned", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="unit"):
+        AlignedSlotConfig(unit="word")

@@ -162,6 +162,28 @@ def test_auxiliary_ctc_through_the_llm_output_head(models):
         _model(models, model_conf={"ctc_weight": -1.0})
 
 
+def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
+    """ctc_unit char: the same CTC, its targets the transcript spelled in single-character pieces."""
+    from espnet_llm_asr.copy_examples import CharSpeller
+
+    torch.manual_seed(0)
+    model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_unit": "char"}).eval()
+    tok = model.llm.tokenizer
+    ids = tok("राम राम", add_special_tokens=False)["input_ids"]
+    spelled = CharSpeller(tok).spell("राम राम")
+    assert len(spelled) == 6 and spelled != ids and tok.unk_token_id not in spelled
+    assert spelled[:3] == spelled[3:]
+    feats = torch.randn(1, 60, 8)  # 12 projected vectors: room for the 6 characters
+    proj = model.frontend.project(feats, torch.tensor([60]), torch.tensor([0]))
+    token_model = _model(models, model_conf={"ctc_weight": 1.0}).eval()
+    token_model.load_state_dict(model.state_dict())
+    expected = token_model.ctc_loss(proj, [spelled])  # the token CTC against the spelling, by hand
+    torch.testing.assert_close(model.ctc_loss(proj, [ids]), expected)
+    assert not torch.allclose(token_model.ctc_loss(proj, [ids]), expected)
+    with pytest.raises(ValueError, match="ctc_unit"):
+        _model(models, model_conf={"ctc_unit": "word"})
+
+
 def test_decoded_text_is_one_line(models):
     """A hypothesis with newlines (beam search can continue into the prompt's
     "\\n ASSISTANT:") must stay one line of a Kaldi ``text`` file."""

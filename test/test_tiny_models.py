@@ -113,16 +113,17 @@ def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
         tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.5)
 
 
-def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_dir):
+@pytest.mark.parametrize("unit", ["token", "char"])
+def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_dir, unit):
     """After pretraining on aligned copies, the LM predicts the transcript after an
     aligned slot (unseen draws of it) far better than the same LM pretrained on
-    plain copies only."""
+    plain copies only; with ``unit: char`` the slot holds the transcript spelled."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
 
     llm = tiny_models.build_tiny_llm(tmp_path / "llm", tokenizer_dir, **TINY_LLM)
-    slot_cfg = {"positions_per_char": [0.7, 1.2], "noise": 0.0}
+    slot_cfg = {"positions_per_char": [0.7, 1.2], "noise": 0.0, "unit": unit}
     for frac in (0.0, 1.0):
         tiny_models.pretrain_causal_lm(llm, TEXTS, out_dir=tmp_path / f"aligned{frac}", steps=400, batch_size=8,
                                        lr=3e-3, log_every=50, copy_fraction=1.0, aligned_fraction=frac,
@@ -131,7 +132,8 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
     maker = CopyExampleMaker([tok.bos_token_id], tok.eos_token_id,
                              tok(tiny_models.prompt_after_speech(), add_special_tokens=False)["input_ids"],
                              filler=tok.pad_token_id, chars=token_char_counts(tok), vocab=[5],
-                             aligned=AlignedSlotConfig(positions_per_char=(0.7, 1.2), noise=0.0))
+                             aligned=AlignedSlotConfig(positions_per_char=(0.7, 1.2), noise=0.0, unit=unit))
+    speller = CharSpeller(tok, boundary=tok.pad_token_id)
 
     def transcript_loss(model_dir):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
@@ -139,7 +141,7 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
         total = 0.0
         for t in TEXTS:
             ids = tok(t, add_special_tokens=False)["input_ids"]
-            seq, _ = maker.make(ids, "aligned", gen)
+            seq, _ = maker.make(ids, "aligned", gen, speller.spell(t))
             lab = [-100] * (len(seq) - len(ids) - 1) + seq[-len(ids) - 1:]  # the transcript and EOS only
             with torch.no_grad():
                 total += model(input_ids=torch.tensor([seq]), labels=torch.tensor([lab])).loss.item()

@@ -99,9 +99,10 @@ def pretrain_causal_lm(
     out (tokens spread over duration-like spans among filler positions, with
     noise; ``aligned_slot``: :class:`~espnet_llm_asr.copy_examples.AlignedSlotConfig`
     keys), with no loss on the slot, so that the LM learns to read what
-    stride-5 projectors (mono, smear_moe, ...) give it.
+    stride-5 projectors (mono, smear_moe, ...) give it; with
+    ``aligned_slot.unit: char`` the slot holds the transcript spelled.
     """
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = read_lines(lines)
@@ -124,6 +125,9 @@ def pretrain_causal_lm(
         aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in (aligned_slot or {}).items()}),
         max_tokens=max_tokens)
+    speller = CharSpeller(tokenizer, boundary=pad_id)  # words apart by a pause
+    spelled = ([speller.spell(t) for t in texts] if maker.aligned.unit == "char" and aligned_fraction > 0
+               else [None] * len(texts))
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -139,7 +143,7 @@ def pretrain_causal_lm(
             as_aligned = ((torch.rand(len(idx), generator=gen) < aligned_fraction).tolist() if aligned_fraction > 0
                           else [False] * len(idx))
             kinds = ["text" if not c else "aligned" if a else "copy" for c, a in zip(as_copy, as_aligned)]
-            batch = [maker.make(token_lists[i], kind, gen) for i, kind in zip(idx, kinds)]
+            batch = [maker.make(token_lists[i], kind, gen, spelled[i]) for i, kind in zip(idx, kinds)]
             width = max(len(seq) for seq, _ in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
