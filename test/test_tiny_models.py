@@ -182,13 +182,30 @@ def tone_utterance(text: str, sr: int = 16000) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+def test_speed_perturbation_shifts_tempo_and_pitch_together():
+    from espnet_llm_asr.tiny_models.encoder_ctc import speed_perturbed
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    wave = np.sin(2 * np.pi * 400 * t).astype(np.float32)
+    for factor in (0.9, 1.1):
+        out = speed_perturbed(wave, factor)
+        assert abs(len(out) - sr / factor) <= 2
+        peak = np.argmax(np.abs(np.fft.rfft(out))) * sr / len(out)  # the tone, in Hz
+        assert abs(peak - 400 * factor) < 3, (factor, peak)
+    assert speed_perturbed(wave, 1.0) is wave
+    with pytest.raises(ValueError, match="speed factor"):
+        speed_perturbed(wave, 0.0)
+
+
 def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
     rng = np.random.default_rng(0)
     texts = ["".join(rng.choice(list("कमल "), size=rng.integers(3, 7))) for _ in range(24)]
     utts = [(tone_utterance(t), t) for t in texts]
     path = tiny_models.build_tiny_whisper(tmp_path / "whisper", **TINY_WHISPER)
     before = {k: v.clone() for k, v in WhisperEncoder(str(path)).encoder.state_dict().items()}
-    result = tiny_models.pretrain_whisper_encoder_ctc(path, utts, steps=60, batch_size=8, lr=3e-3, log_every=20)
+    result = tiny_models.pretrain_whisper_encoder_ctc(path, utts, steps=60, batch_size=8, lr=3e-3, log_every=20,
+                                                      speed_perturb=[0.9, 1.0, 1.1])
     assert result["num_symbols"] == 4
     assert result["last_loss"] < 0.5 * result["first_loss"], result
     # saved in place as a Whisper checkpoint (feature extractor kept), encoder weights changed

@@ -66,6 +66,22 @@ def _pad_waves(waves: Sequence[np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]
     return batch, lengths
 
 
+def speed_perturbed(wave: np.ndarray, factor: float) -> np.ndarray:
+    """``wave`` (L,) played ``factor`` times faster: (about L / factor,) samples, same sample rate."""
+    if factor <= 0:
+        raise ValueError(f"speed factor must be > 0, got {factor}")
+    if factor == 1.0:
+        return wave
+    from fractions import Fraction
+
+    import torchaudio.functional
+
+    ratio = Fraction(factor).limit_denominator(100)  # resample from rate * factor to rate
+    out = torchaudio.functional.resample(torch.as_tensor(wave, dtype=torch.float32),
+                                         orig_freq=ratio.numerator, new_freq=ratio.denominator)
+    return out.numpy()
+
+
 def pretrain_whisper_encoder_ctc(
     whisper_dir: PathLike,
     utterances: Iterable[Tuple[np.ndarray, str]],
@@ -78,6 +94,7 @@ def pretrain_whisper_encoder_ctc(
     log_every: int = 50,
     device: str = "cpu",
     seed: int = 0,
+    speed_perturb: Optional[Sequence[float]] = None,
 ) -> Dict[str, float]:
     """Train the Whisper encoder in ``whisper_dir`` with a character CTC head; save it back as a Whisper dir.
 
@@ -91,6 +108,10 @@ def pretrain_whisper_encoder_ctc(
         steps, batch_size, lr, warmup, log_every, device, seed: training.
             AdamW, warm-up (default ``min(100, steps // 10)``) + cosine decay,
             gradient clipping at 5.0.
+        speed_perturb: speed factors (Kaldi's speed perturbation, e.g.
+            ``[0.9, 1.0, 1.1]``): each utterance of a batch is resampled by a
+            factor drawn from these, which shifts tempo, pitch and formants
+            together, as another speaker would; ``None``: off.
 
     Features come from :class:`~espnet_llm_asr.encoder.WhisperEncoder` with
     ``pad_to_30s=False, freeze=False``: the log-mel and masked encoder path
@@ -130,7 +151,11 @@ def pretrain_whisper_encoder_ctc(
     with progress_bar(steps, "encoder CTC pretraining") as bar:
         for step in range(steps):
             idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen).tolist()
-            speech, speech_lengths = _pad_waves([data[i][0] for i in idx])
+            waves = [data[i][0] for i in idx]
+            if speed_perturb:
+                picks = torch.randint(len(speed_perturb), (len(idx),), generator=gen).tolist()
+                waves = [speed_perturbed(w, speed_perturb[k]) for w, k in zip(waves, picks)]
+            speech, speech_lengths = _pad_waves(waves)
             ys = [targets[i] for i in idx]
             feats, feats_lengths = encoder(speech.to(device), speech_lengths.to(device))
             log_probs = head(feats).log_softmax(dim=-1).transpose(0, 1)  # (T, B, C)
