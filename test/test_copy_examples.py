@@ -105,3 +105,21 @@ def test_char_unit_slot_holds_the_spelling():
         maker.make([10, 11], "aligned", torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="unit"):
         AlignedSlotConfig(unit="word")
+
+
+def test_random_sentences_keep_shape_and_script_but_not_the_lines():
+    from espnet_llm_asr.copy_examples import RandomSentences
+
+    texts = ["राम सीता", "गीता राम सीता", "தமிழ் உலகம் நாடு", "a b"]
+    rs = RandomSentences(texts)
+    gen = torch.Generator().manual_seed(0)
+    drawn = [rs.draw(gen) for _ in range(300)]
+    words = {w for t in texts for w in t.split()}
+    assert all(set(d.split()) <= words for d in drawn)
+    assert {len(d.split()) for d in drawn} == {2, 3}
+    tamil = set("தமிழ் உலகம் நாடு".split())
+    # a sentence keeps each position's script: Tamil words only where the Tamil line had them
+    assert all(set(d.split()) <= tamil or not set(d.split()) & tamil for d in drawn)
+    assert len(set(drawn) - set(texts)) > 10  # mostly sentences that are not training lines
+    with pytest.raises(ValueError, match="no words"):
+        RandomSentences(["", " "])

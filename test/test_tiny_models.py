@@ -111,6 +111,13 @@ def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
     assert prompt_loss(tmp_path / "copy1.0") < 0.7 * prompt_loss(tmp_path / "copy0.0")
     with pytest.raises(ValueError, match="copy_fraction"):
         tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.5)
+    with pytest.raises(ValueError, match="copy_text"):
+        tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.0, copy_text="lines")
+    # copy examples of random words (copy_examples.RandomSentences), aligned and spelled too
+    result = tiny_models.pretrain_causal_lm(llm, TEXTS, out_dir=tmp_path / "random", steps=3, batch_size=8,
+                                            copy_fraction=1.0, aligned_fraction=0.5, copy_text="random_words",
+                                            aligned_slot={"unit": "char"})
+    assert np.isfinite(result["last_loss"])
 
 
 @pytest.mark.parametrize("unit", ["token", "char"])
@@ -150,6 +157,11 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
     aligned, plain = transcript_loss(tmp_path / "aligned1.0"), transcript_loss(tmp_path / "aligned0.0")
     print(f"transcript loss after an aligned slot: aligned-pretrained {aligned:.3f}, copy-pretrained {plain:.3f}")
     assert aligned < 0.5 * plain
+    # the read check measures the same: accuracy after aligned slots, higher for the aligned-pretrained LM
+    read = {frac: tiny_models.slot_reading_accuracy(tmp_path / f"aligned{frac}", TEXTS, aligned_slot=slot_cfg)
+            for frac in (0.0, 1.0)}
+    print("read check:", read)
+    assert read[1.0]["aligned"]["token_acc"] > read[0.0]["aligned"]["token_acc"]
     with pytest.raises(ValueError, match="aligned_fraction"):
         tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, aligned_fraction=-0.1)
 
@@ -286,8 +298,13 @@ def test_clis_build_and_pretrain_from_a_kaldi_dir(tmp_path, capsys):
                                "--text", str(data / "text"), "--steps", "3"])
     pretrain_tiny_models.main(["ctc_decode", "--model_dir", str(out / "whisper"), "--data_dir", str(data),
                                "--out", str(tmp_path / "ctc" / "text")])
+    pretrain_tiny_models.main(["read_check", "--config", str(conf), "--model_dir", str(out / "llm"),
+                               "--text", str(data / "text")])
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [r["what"] for r in results] == ["encoder", "llm", "ctc_decode"]
+    assert [r["what"] for r in results] == ["encoder", "llm", "ctc_decode", "read_check"]
+    read = results.pop()
+    assert set(read) == {"what", "model_dir", "copy", "aligned"} and read["copy"]["lines"] == 4
+    assert all(0 <= read[k]["exact"] <= read[k]["token_acc"] <= 1 for k in ("copy", "aligned"))
     hyp_keys = [line.split(maxsplit=1)[0] for line in (tmp_path / "ctc" / "text").read_text().splitlines()]
     assert hyp_keys == [f"utt{i}" for i in range(4)] and 0 <= results[2]["cer"] and results[2]["wer"] >= 0
     results = results[:2]

@@ -102,6 +102,12 @@ def get_parser() -> argparse.ArgumentParser:
     llm.add_argument("--text", required=True, help="training text")
     llm.add_argument("--text_format", default="kaldi", choices=["kaldi", "plain"],
                      help="kaldi: 'uttid words...' lines; plain: one sentence a line")
+    read = sub.add_parser("read_check", help="how well the LM reads oracle speech slots of a text "
+                                            "(teacher-forced transcript accuracy after copy / aligned slots)")
+    read.add_argument("--config", help="YAML config: its pretrain_llm.aligned_slot lays out the aligned slots")
+    read.add_argument("--model_dir", required=True, help="HF causal LM dir")
+    read.add_argument("--text", required=True, help="text to read (e.g. the dev set's Kaldi text)")
+    read.add_argument("--text_format", default="kaldi", choices=["kaldi", "plain"])
     dec = sub.add_parser("ctc_decode", help="CTC-only transcripts of a data dir by the pretrained encoder")
     dec.add_argument("--model_dir", required=True, help="encoder dir with ctc_head.pt")
     dec.add_argument("--data_dir", required=True, help="Kaldi data dir with wav.scp (and text, for WER/CER)")
@@ -140,6 +146,13 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     if args.what == "ctc_decode":
         print(json.dumps(ctc_decode(args)))
+        return
+    if args.what == "read_check":
+        slot = load_config(args.config)["pretrain_llm"]["aligned_slot"]
+        result = tiny_models.slot_reading_accuracy(args.model_dir, read_text_lines(args.text, args.text_format),
+                                                   aligned_slot=slot)
+        print(json.dumps({"what": "read_check", "model_dir": args.model_dir,
+                          **{k: {m: round(v, 4) for m, v in r.items()} for k, r in result.items()}}))
         return
     section = "pretrain_encoder" if args.what == "encoder" else "pretrain_llm"
     config = override(load_config(args.config), args, [section])

@@ -8,7 +8,8 @@
   offline and ``decode(encode(text)) == text``.
 * :func:`build_tiny_llm`: a Llama or Qwen2 causal LM whose vocabulary is the
   tokenizer, saved together with it.
-* :func:`pretrain_causal_lm`: next-token training of that LM on text lines.
+* :func:`pretrain_causal_lm`: next-token training of that LM on text lines;
+  :func:`slot_reading_accuracy`: how well it reads oracle speech slots.
 * :func:`pretrain_whisper_encoder_ctc`: CTC training of the tiny encoder over
   characters (a CTC head on top, dropped after), through the same log-mel
   and masked encoder path the ASR model uses.
@@ -19,7 +20,7 @@ renamed into place, so an interrupted run never leaves a half-written model.
 Modules: :mod:`.common`, :mod:`.whisper`, :mod:`.tokenizer`,
 :mod:`.causal_lm`, :mod:`.encoder_ctc`.
 """
-from espnet_llm_asr.tiny_models.causal_lm import build_tiny_llm, pretrain_causal_lm
+from espnet_llm_asr.tiny_models.causal_lm import build_tiny_llm, pretrain_causal_lm, slot_reading_accuracy
 from espnet_llm_asr.tiny_models.common import PathLike, atomic_dir, read_lines, resolve_device
 from espnet_llm_asr.tiny_models.encoder_ctc import (CTC_HEAD_FILE, build_charset, ctc_greedy_decode,
                                                     pretrain_whisper_encoder_ctc, save_whisper_encoder)
@@ -30,4 +31,4 @@ from espnet_llm_asr.tiny_models.whisper import build_tiny_whisper
 __all__ = ["CTC_HEAD_FILE", "PathLike", "REQUIRED_CHARS", "SPECIAL_TOKENS", "atomic_dir", "build_charset",
            "build_tiny_llm", "build_tiny_whisper", "ctc_greedy_decode", "prompt_after_speech", "prompt_text_lines",
            "pretrain_causal_lm", "pretrain_whisper_encoder_ctc", "read_lines", "resolve_device",
-           "save_whisper_encoder", "train_tokenizer"]
+           "save_whisper_encoder", "slot_reading_accuracy", "train_tokenizer"]

@@ -66,6 +66,63 @@ def build_tiny_llm(
     return Path(out_dir)
 
 
+def _filler(tokenizer) -> int:
+    """The speech slot's filler: the pad token (EOS when there is none), also the CTC blank."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 256):
+    """The :class:`~espnet_llm_asr.copy_examples.CopyExampleMaker` for ``tokenizer`` and the prompt."""
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
+
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    return CopyExampleMaker(
+        bos, tokenizer.eos_token_id, suffix, filler=_filler(tokenizer), chars=token_char_counts(tokenizer),
+        vocab=[i for i in range(len(tokenizer)) if i not in special],
+        aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in (aligned_slot or {}).items()}),
+        max_tokens=max_tokens)
+
+
+@torch.no_grad()
+def slot_reading_accuracy(llm_dir: PathLike, lines: Union[PathLike, Iterable[str]], aligned_slot: Optional[Dict] = None,
+                          kinds: Iterable[str] = ("copy", "aligned"), seed: int = 0) -> Dict[str, Dict[str, float]]:
+    """How well the LM reads an oracle speech slot: per example kind, teacher-forced accuracy of the
+    transcript tokens + EOS after ``copy`` / ``aligned`` slots of ``lines`` (e.g. the dev transcripts).
+
+    The ceiling a projector can reach through this LM if it produced the
+    slot exactly (token accuracy in training reads the same positions).
+    Returns ``{kind: {"token_acc", "exact", "lines"}}`` (``exact``: the
+    fraction of lines with every token right).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from espnet_llm_asr.copy_examples import CharSpeller
+
+    texts = read_lines(lines)
+    if not texts:
+        raise ValueError("slot_reading_accuracy: no lines")
+    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).eval()
+    maker = _example_maker(tokenizer, aligned_slot, max_tokens=1 << 20)
+    speller = CharSpeller(tokenizer, boundary=_filler(tokenizer))
+    result = {}
+    for kind in kinds:
+        gen = torch.Generator().manual_seed(seed)
+        right = total = exact = 0
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            seq, _ = maker.make(ids, kind, gen, speller.spell(text))
+            n = len(ids) + 1  # the transcript and EOS end the sequence
+            pred = model(input_ids=torch.tensor([seq])).logits[0, -n - 1:-1].argmax(-1).tolist()
+            hits = sum(p == g for p, g in zip(pred, seq[-n:]))
+            right, total, exact = right + hits, total + n, exact + (hits == n)
+        result[kind] = {"token_acc": right / total, "exact": exact / len(texts), "lines": len(texts)}
+    return result
+
+
 def pretrain_causal_lm(
     llm_dir: PathLike,
     lines: Union[PathLike, Iterable[str]],
@@ -81,6 +138,7 @@ def pretrain_causal_lm(
     copy_fraction: float = 0.0,
     aligned_fraction: float = 0.0,
     aligned_slot: Optional[Dict] = None,
+    copy_text: str = "transcripts",
 ) -> Dict[str, float]:
     """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
 
@@ -101,8 +159,13 @@ def pretrain_causal_lm(
     keys), with no loss on the slot, so that the LM learns to read what
     stride-5 projectors (mono, smear_moe, ...) give it; with
     ``aligned_slot.unit: char`` the slot holds the transcript spelled.
+    ``copy_text``: what the copy and aligned examples hold, ``transcripts``
+    (the training lines) or ``random_words`` (random words of the training
+    text in the shape of a training line,
+    :class:`~espnet_llm_asr.copy_examples.RandomSentences`: nothing to
+    memorise, so the LM learns to read the slot).
     """
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
+    from espnet_llm_asr.copy_examples import CharSpeller, RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = read_lines(lines)
@@ -111,23 +174,24 @@ def pretrain_causal_lm(
     tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).to(device)
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     for name, value in (("copy_fraction", copy_fraction), ("aligned_fraction", aligned_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"pretrain_causal_lm: {name} must be in [0, 1], got {value}")
-    suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    special = set(tokenizer.all_special_ids)
-    maker = CopyExampleMaker(
-        bos, tokenizer.eos_token_id, suffix, filler=pad_id, chars=token_char_counts(tokenizer),
-        vocab=[i for i in range(len(tokenizer)) if i not in special],
-        aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in (aligned_slot or {}).items()}),
-        max_tokens=max_tokens)
+    if copy_text not in ("transcripts", "random_words"):
+        raise ValueError(f"pretrain_causal_lm: copy_text must be transcripts or random_words, got {copy_text!r}")
+    pad_id = _filler(tokenizer)
+    maker = _example_maker(tokenizer, aligned_slot, max_tokens)
     speller = CharSpeller(tokenizer, boundary=pad_id)  # words apart by a pause
-    spelled = ([speller.spell(t) for t in texts] if maker.aligned.unit == "char" and aligned_fraction > 0
-               else [None] * len(texts))
+    random_sentences = RandomSentences(texts) if copy_text == "random_words" else None
+
+    def example(i: int, kind: str):
+        text, ids = texts[i], token_lists[i]
+        if kind != "text" and random_sentences is not None:
+            text = random_sentences.draw(gen)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        spelled = speller.spell(text) if kind == "aligned" and maker.aligned.unit == "char" else None
+        return maker.make(ids, kind, gen, spelled)
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -143,7 +207,7 @@ def pretrain_causal_lm(
             as_aligned = ((torch.rand(len(idx), generator=gen) < aligned_fraction).tolist() if aligned_fraction > 0
                           else [False] * len(idx))
             kinds = ["text" if not c else "aligned" if a else "copy" for c, a in zip(as_copy, as_aligned)]
-            batch = [maker.make(token_lists[i], kind, gen, spelled[i]) for i, kind in zip(idx, kinds)]
+            batch = [example(i, kind) for i, kind in zip(idx, kinds)]
             width = max(len(seq) for seq, _ in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
