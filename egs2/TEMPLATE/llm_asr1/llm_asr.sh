@@ -248,6 +248,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
             single_job ${train_cmd} "${tiny_dir}/logs/pretrain_llm.log" \
                 ${python} -m espnet_llm_asr.bin.pretrain_tiny_models llm --config "${tiny_config}" \
                 --model_dir "${llm_path}" --text "${dumpdir}/raw/${data_train_set}/text"
+            # what a projector can reach through this LM: its reading of oracle speech slots of dev
+            ${train_cmd} "${tiny_dir}/logs/read_check_${valid_set}.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models read_check --config "${tiny_config}" \
+                --model_dir "${llm_path}" --text "${dumpdir}/raw/${valid_set}/text"
+            log "Stage 7: LM reading oracle slots of ${valid_set}: $(grep '^{' "${tiny_dir}/logs/read_check_${valid_set}.log")"
             mark_done "${tiny_dir}" 7 "${sig}"
         fi
     else
