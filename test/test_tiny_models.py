@@ -208,6 +208,8 @@ def test_speed_perturbation_shifts_tempo_and_pitch_together():
     assert speed_perturbed(wave, 1.0) is wave
     with pytest.raises(ValueError, match="speed factor"):
         speed_perturbed(wave, 0.0)
+    with pytest.raises(ValueError, match="speed_perturb"):  # checked before any training
+        tiny_models.pretrain_whisper_encoder_ctc("/nonexistent", [(wave, "a")], speed_perturb=[1.0, 0.0])
 
 
 def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):

@@ -125,6 +125,8 @@ def pretrain_whisper_encoder_ctc(
     """
     from espnet_llm_asr.encoder import WhisperEncoder
 
+    if speed_perturb is not None and (not list(speed_perturb) or any(f <= 0 for f in speed_perturb)):
+        raise ValueError(f"pretrain_encoder.speed_perturb must be positive speed factors, got {speed_perturb!r}")
     data = [(np.asarray(w, dtype=np.float32), t) for w, t in utterances]
     if not data:
         raise ValueError("pretrain_whisper_encoder_ctc: no utterances")
