@@ -114,19 +114,24 @@ class CopyExampleMaker:
         filler: the slot's filler (pad) id; chars: characters of every
             vocabulary id (for span lengths); vocab: ids that noise may draw
             (no special tokens).
+        speller: spells the transcript for ``aligned`` examples when the
+            slot's unit is ``char`` (:class:`CharSpeller`, words apart by
+            the filler, which the slot spreads over 1-2 positions like a pause).
     """
 
     def __init__(self, bos: List[int], eos: int, suffix: List[int], filler: int, chars: Sequence[int],
-                 vocab: Sequence[int], aligned: AlignedSlotConfig, max_tokens: int = 256):
+                 vocab: Sequence[int], aligned: AlignedSlotConfig, max_tokens: int = 256,
+                 speller: Optional["CharSpeller"] = None):
         self.bos, self.eos, self.suffix, self.filler = bos, eos, suffix, filler
         self.chars, self.vocab, self.aligned, self.max_tokens = chars, vocab, aligned, max_tokens
+        self.speller = speller
 
     def make(self, ids: List[int], kind: str, gen: torch.Generator,
-             spelled: Optional[List[int]] = None) -> Tuple[List[int], List[int]]:
+             text: Optional[str] = None) -> Tuple[List[int], List[int]]:
         """(input ids, labels) of one example, truncated to ``max_tokens``.
 
-        ``spelled``: the transcript's character pieces (:meth:`CharSpeller.spell`),
-        needed by ``aligned`` examples when the slot's unit is ``char``.
+        ``text``: the transcript ``ids`` encode, needed by ``aligned``
+        examples when the slot's unit is ``char`` (it is spelled).
         """
         if kind == "text":
             seq = self.bos + ids + [self.eos]
@@ -136,8 +141,9 @@ class CopyExampleMaker:
             labels = list(seq)
         elif kind == "aligned":
             if self.aligned.unit == "char":
-                if spelled is None:
-                    raise ValueError("aligned slot with unit char needs the spelled transcript")
+                if text is None or self.speller is None:
+                    raise ValueError("aligned slot with unit char needs the transcript text and a CharSpeller")
+                spelled = self.speller.spell(text)
                 slot = aligned_slot(spelled, [1] * len(spelled), self.filler, self.vocab, gen, self.aligned)
             else:
                 slot = aligned_slot(ids, [self.chars[t] for t in ids], self.filler, self.vocab, gen, self.aligned)

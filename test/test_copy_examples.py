@@ -89,19 +89,22 @@ def test_char_speller_spells_words_with_boundaries():
 
 
 def test_char_unit_slot_holds_the_spelling():
-    spelled = [5, 6, 6, FILLER, 7]  # words apart by the filler
+    from espnet_llm_asr.copy_examples import CharSpeller
+
+    speller = CharSpeller(_CharVocab(["<unk>", "a", "b", "c", "d", "क", "ि", "त"]), boundary=FILLER)
     maker = CopyExampleMaker(bos=[1], eos=2, suffix=[40], filler=FILLER, chars=[9] * 50, vocab=VOCAB,
-                             aligned=AlignedSlotConfig(noise=0.0, unit="char", positions_per_char=(1.0, 1.6)))
+                             aligned=AlignedSlotConfig(noise=0.0, unit="char", positions_per_char=(1.0, 1.6)),
+                             speller=speller)
     for seed in range(5):
-        seq, lab = maker.make([10, 11], "aligned", torch.Generator().manual_seed(seed), spelled=spelled)
+        seq, lab = maker.make([10, 11], "aligned", torch.Generator().manual_seed(seed), text="किि त")
         n_slot = len(seq) - 1 - 1 - 2 - 1
         assert collapse(seq[1:1 + n_slot]) == [5, 6, 6, 7]  # each character 1-2 positions, repeats kept apart
         slot = seq[1:1 + n_slot]
         last6 = max(i for i, t in enumerate(slot) if t == 6)
         assert FILLER in slot[last6 + 1:slot.index(7)]  # a pause before the second word
-        assert n_slot <= 2 * len(spelled) + 2 + 2 * 3
+        assert n_slot <= 2 * 5 + 2 + 2 * 3
         assert lab == [1] + [IGNORE] * n_slot + [40, 10, 11, 2]
-    with pytest.raises(ValueError, match="spelled"):
+    with pytest.raises(ValueError, match="transcript text"):
         maker.make([10, 11], "aligned", torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="unit"):
         AlignedSlotConfig(unit="word")

@@ -139,8 +139,8 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
     maker = CopyExampleMaker([tok.bos_token_id], tok.eos_token_id,
                              tok(tiny_models.prompt_after_speech(), add_special_tokens=False)["input_ids"],
                              filler=tok.pad_token_id, chars=token_char_counts(tok), vocab=[5],
-                             aligned=AlignedSlotConfig(positions_per_char=(0.7, 1.2), noise=0.0, unit=unit))
-    speller = CharSpeller(tok, boundary=tok.pad_token_id)
+                             aligned=AlignedSlotConfig(positions_per_char=(0.7, 1.2), noise=0.0, unit=unit),
+                             speller=CharSpeller(tok, boundary=tok.pad_token_id))
 
     def transcript_loss(model_dir):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
@@ -148,7 +148,7 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
         total = 0.0
         for t in TEXTS:
             ids = tok(t, add_special_tokens=False)["input_ids"]
-            seq, _ = maker.make(ids, "aligned", gen, speller.spell(t))
+            seq, _ = maker.make(ids, "aligned", gen, t)
             lab = [-100] * (len(seq) - len(ids) - 1) + seq[-len(ids) - 1:]  # the transcript and EOS only
             with torch.no_grad():
                 total += model(input_ids=torch.tensor([seq]), labels=torch.tensor([lab])).loss.item()

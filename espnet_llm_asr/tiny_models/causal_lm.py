@@ -73,7 +73,7 @@ def _filler(tokenizer) -> int:
 
 def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 256):
     """The :class:`~espnet_llm_asr.copy_examples.CopyExampleMaker` for ``tokenizer`` and the prompt."""
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
+    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
 
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
@@ -83,7 +83,7 @@ def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 25
         vocab=[i for i in range(len(tokenizer)) if i not in special],
         aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in (aligned_slot or {}).items()}),
-        max_tokens=max_tokens)
+        max_tokens=max_tokens, speller=CharSpeller(tokenizer, boundary=_filler(tokenizer)))  # words apart by a pause
 
 
 @torch.no_grad()
@@ -99,22 +99,19 @@ def slot_reading_accuracy(llm_dir: PathLike, lines: Union[PathLike, Iterable[str
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from espnet_llm_asr.copy_examples import CharSpeller
-
     texts = read_lines(lines)
     if not texts:
         raise ValueError("slot_reading_accuracy: no lines")
     tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
     model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).eval()
     maker = _example_maker(tokenizer, aligned_slot, max_tokens=1 << 20)
-    speller = CharSpeller(tokenizer, boundary=_filler(tokenizer))
     result = {}
     for kind in kinds:
         gen = torch.Generator().manual_seed(seed)
         right = total = exact = 0
         for text in texts:
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            seq, _ = maker.make(ids, kind, gen, speller.spell(text))
+            seq, _ = maker.make(ids, kind, gen, text)
             n = len(ids) + 1  # the transcript and EOS end the sequence
             pred = model(input_ids=torch.tensor([seq])).logits[0, -n - 1:-1].argmax(-1).tolist()
             hits = sum(p == g for p, g in zip(pred, seq[-n:]))
@@ -165,7 +162,7 @@ def pretrain_causal_lm(
     :class:`~espnet_llm_asr.copy_examples.RandomSentences`: nothing to
     memorise, so the LM learns to read the slot).
     """
-    from espnet_llm_asr.copy_examples import CharSpeller, RandomSentences
+    from espnet_llm_asr.copy_examples import RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = read_lines(lines)
@@ -182,7 +179,6 @@ def pretrain_causal_lm(
         raise ValueError(f"pretrain_causal_lm: copy_text must be transcripts or random_words, got {copy_text!r}")
     pad_id = _filler(tokenizer)
     maker = _example_maker(tokenizer, aligned_slot, max_tokens)
-    speller = CharSpeller(tokenizer, boundary=pad_id)  # words apart by a pause
     random_sentences = RandomSentences(texts) if copy_text == "random_words" else None
 
     def example(i: int, kind: str):
@@ -190,8 +186,7 @@ def pretrain_causal_lm(
         if kind != "text" and random_sentences is not None:
             text = random_sentences.draw(gen)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        spelled = speller.spell(text) if kind == "aligned" and maker.aligned.unit == "char" else None
-        return maker.make(ids, kind, gen, spelled)
+        return maker.make(ids, kind, gen, text)
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
