@@ -78,12 +78,13 @@ def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 25
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
+    filler = _filler(tokenizer)
     return CopyExampleMaker(
-        bos, tokenizer.eos_token_id, suffix, filler=_filler(tokenizer), chars=token_char_counts(tokenizer),
+        bos, tokenizer.eos_token_id, suffix, filler=filler, chars=token_char_counts(tokenizer),
         vocab=[i for i in range(len(tokenizer)) if i not in special],
         aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in (aligned_slot or {}).items()}),
-        max_tokens=max_tokens, speller=CharSpeller(tokenizer, boundary=_filler(tokenizer)))  # words apart by a pause
+        max_tokens=max_tokens, speller=CharSpeller(tokenizer, boundary=filler))  # words apart by a pause
 
 
 @torch.no_grad()
@@ -180,6 +181,7 @@ def pretrain_causal_lm(
     pad_id = _filler(tokenizer)
     maker = _example_maker(tokenizer, aligned_slot, max_tokens)
     random_sentences = RandomSentences(texts) if copy_text == "random_words" else None
+    gen = torch.Generator().manual_seed(seed)
 
     def example(i: int, kind: str):
         text, ids = texts[i], token_lists[i]
@@ -188,7 +190,6 @@ def pretrain_causal_lm(
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return maker.make(ids, kind, gen, text)
 
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     schedule = Schedule(lr, steps, min(100, steps // 10) if warmup is None else warmup)
