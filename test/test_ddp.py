@@ -1,8 +1,12 @@
 """Data-parallel training on two CPU processes (torchrun, gloo)."""
 import re
+import shutil
 import sys
 
 from tiny_setup import UTTS, ROOT, data_args, make_data_dir, make_tiny_models, train_config
+
+
+GLOO_ABORT = "terminate called without an active exception"
 
 
 def _free_port() -> int:
@@ -37,10 +41,16 @@ def test_ddp_two_cpu_processes(tmp_path):
 
     # the real train binary runs under torchrun as an external launcher
     out = tmp_path / "exp_ddp"
-    proc = _torchrun(["-m", "espnet_llm_asr.bin.llm_asr_train", "--config", str(conf),
-                      "--output_dir", str(out), "--ngpu", "0", "--multiprocessing_distributed", "false",
-                      "--dist_backend", "gloo", "--max_epoch", "1", "--batch_size", "2",
-                      *data_args(data)], tmp_path)
+    train = ["-m", "espnet_llm_asr.bin.llm_asr_train", "--config", str(conf),
+             "--output_dir", str(out), "--ngpu", "0", "--multiprocessing_distributed", "false",
+             "--dist_backend", "gloo", "--max_epoch", "1", "--batch_size", "2", *data_args(data)]
+    proc = _torchrun(train, tmp_path)
+    if proc.returncode != 0 and GLOO_ABORT in proc.stderr and "1epoch results" not in proc.stderr:
+        # a rank now and then aborts in gloo's C++ layer as training starts (about 1 run in 4 on
+        # this 2-core machine, at earlier commits too; cause not found): one fresh launch, reported
+        print("first launch: a rank aborted in gloo (terminate called without an active exception); relaunching")
+        shutil.rmtree(out, ignore_errors=True)
+        proc = _torchrun(train, tmp_path)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert (out / "1epoch.pth").exists()
     assert "1epoch results" in proc.stderr
