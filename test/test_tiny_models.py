@@ -212,6 +212,37 @@ def test_speed_perturbation_shifts_tempo_and_pitch_together():
         tiny_models.pretrain_whisper_encoder_ctc("/nonexistent", [(wave, "a")], speed_perturb=[1.0, 0.0])
 
 
+def test_mel_augment_warps_the_mel_axis_and_masks_inside_the_utterance():
+    from espnet_llm_asr.tiny_models.mel_augment import MelAugment, warp_mel_axis
+
+    n_mels, frames = 40, 50
+    peak = torch.zeros(n_mels, frames)
+    peak[10] = 1.0  # a "formant" at bin 10
+    assert int(warp_mel_axis(peak, 1.2)[:, 0].argmax()) == 12  # moved up by the factor
+    assert int(warp_mel_axis(peak, 0.8)[:, 0].argmax()) == 8
+    assert torch.equal(warp_mel_axis(peak, 1.0), peak)
+
+    mel = torch.randn(2, n_mels, frames)
+    lengths = torch.tensor([50, 30])
+    aug = MelAugment(freq_warp=0.1, freq_masks=2, freq_width=5, time_masks=2, time_width=4)
+    out = aug(mel, lengths, torch.Generator().manual_seed(0))
+    assert out.shape == mel.shape and not torch.equal(out, mel)
+    assert torch.equal(out[1, :, 30:], mel[1, :, 30:])  # padding frames untouched
+    assert torch.equal(aug(mel, lengths, torch.Generator().manual_seed(0)), out)  # the generator decides
+    masks_only = MelAugment(time_masks=1, time_width=4)(mel, lengths, torch.Generator().manual_seed(1))
+    changed = (masks_only[0] != mel[0]).all(dim=0)  # whole frames replaced by the utterance mean
+    assert 1 <= int(changed.sum()) <= 4
+    assert torch.allclose(masks_only[0][:, changed], mel[0].mean().expand(n_mels, int(changed.sum())))
+    assert torch.equal(MelAugment()(mel, lengths, torch.Generator()), mel)  # all off: unchanged
+    with pytest.raises(ValueError, match="freq_warp"):
+        MelAugment(freq_warp=0.7)
+    with pytest.raises(ValueError, match="time_masks"):
+        MelAugment(time_masks=-1)
+    with pytest.raises(TypeError):  # an unknown key in the config fails before any training
+        tiny_models.pretrain_whisper_encoder_ctc("/nonexistent", [(np.zeros(16000, np.float32), "a")],
+                                                 spec_augment={"freq_wrap": 0.1})
+
+
 def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
     rng = np.random.default_rng(0)
     texts = ["".join(rng.choice(list("कमल "), size=rng.integers(3, 7))) for _ in range(24)]
@@ -219,7 +250,9 @@ def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
     path = tiny_models.build_tiny_whisper(tmp_path / "whisper", **TINY_WHISPER)
     before = {k: v.clone() for k, v in WhisperEncoder(str(path)).encoder.state_dict().items()}
     result = tiny_models.pretrain_whisper_encoder_ctc(path, utts, steps=60, batch_size=8, lr=3e-3, log_every=20,
-                                                      speed_perturb=[0.9, 1.0, 1.1])
+                                                      speed_perturb=[0.9, 1.0, 1.1],
+                                                      spec_augment={"freq_warp": 0.1, "time_masks": 1,
+                                                                    "time_width": 3})
     assert result["num_symbols"] == 4
     assert result["last_loss"] < 0.5 * result["first_loss"], result
     # saved in place as a Whisper checkpoint (feature extractor kept), encoder weights changed

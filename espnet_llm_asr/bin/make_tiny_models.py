@@ -53,6 +53,8 @@ DEFAULT_CONFIG: Dict = {
     "pretrain_encoder": {  # tiny_models.pretrain_whisper_encoder_ctc (+ max_utts)
         "steps": 2000, "batch_size": 16, "lr": 1.0e-3, "warmup": None, "log_every": 50,
         "device": "auto", "max_utts": None, "speed_perturb": None,
+        # tiny_models.mel_augment.MelAugment keys, or None (off)
+        "spec_augment": None,
     },
     "pretrain_llm": {  # tiny_models.pretrain_causal_lm
         "steps": 1000, "batch_size": 32, "lr": 1.0e-3, "warmup": None, "log_every": 50, "device": "auto",

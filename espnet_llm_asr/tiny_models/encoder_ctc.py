@@ -95,6 +95,7 @@ def pretrain_whisper_encoder_ctc(
     device: str = "cpu",
     seed: int = 0,
     speed_perturb: Optional[Sequence[float]] = None,
+    spec_augment: Optional[Dict] = None,
 ) -> Dict[str, float]:
     """Train the Whisper encoder in ``whisper_dir`` with a character CTC head; save it back as a Whisper dir.
 
@@ -112,6 +113,9 @@ def pretrain_whisper_encoder_ctc(
             ``[0.9, 1.0, 1.1]``): each utterance of a batch is resampled by a
             factor drawn from these, which shifts tempo, pitch and formants
             together, as another speaker would; ``None``: off.
+        spec_augment: :class:`~espnet_llm_asr.tiny_models.mel_augment.MelAugment`
+            keys (frequency warp, frequency and time masks of the log-mel);
+            ``None``: off.
 
     Features come from :class:`~espnet_llm_asr.encoder.WhisperEncoder` with
     ``pad_to_30s=False, freeze=False``: the log-mel and masked encoder path
@@ -124,7 +128,9 @@ def pretrain_whisper_encoder_ctc(
         first / last few steps) and ``num_symbols``.
     """
     from espnet_llm_asr.encoder import WhisperEncoder
+    from espnet_llm_asr.tiny_models.mel_augment import MelAugment
 
+    augment = MelAugment(**spec_augment) if spec_augment else None  # checked before any work
     if speed_perturb is not None and (not list(speed_perturb) or any(f <= 0 for f in speed_perturb)):
         raise ValueError(f"pretrain_encoder.speed_perturb must be positive speed factors, got {speed_perturb!r}")
     data = [(np.asarray(w, dtype=np.float32), t) for w, t in utterances]
@@ -159,7 +165,11 @@ def pretrain_whisper_encoder_ctc(
                 waves = [speed_perturbed(w, speed_perturb[k]) for w, k in zip(waves, picks)]
             speech, speech_lengths = _pad_waves(waves)
             ys = [targets[i] for i in idx]
-            feats, feats_lengths = encoder(speech.to(device), speech_lengths.to(device))
+            if augment is None:
+                feats, feats_lengths = encoder(speech.to(device), speech_lengths.to(device))
+            else:  # the encoder's own log-mel path (pad_to_30s=False), augmented before the layers
+                mel, mel_lengths = encoder.logmel(speech.to(device), speech_lengths.to(device), edge="reflect")
+                feats, feats_lengths = encoder.forward_mel(augment(mel, mel_lengths, gen), mel_lengths)
             log_probs = head(feats).log_softmax(dim=-1).transpose(0, 1)  # (T, B, C)
             flat = torch.tensor([c for y in ys for c in y], dtype=torch.long)
             loss = ctc(log_probs, flat, feats_lengths.cpu(), torch.tensor([len(y) for y in ys]))
