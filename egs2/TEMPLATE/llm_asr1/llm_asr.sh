@@ -168,35 +168,14 @@ fi
 
 # ------------------------------------------------------------------ stage 5
 # The tiny encoder and the tiny tokenizer + LLM have separate signatures (the
-# config sections each depends on), so changing one never rebuilds the other.
+# config sections each depends on), so changing the encoder never rebuilds
+# the LLM; a new tokenizer rebuilds the encoder (its token CTC head uses it).
 tiny_sig() {  # tiny_sig <sections>: hash of those sections of the effective tiny-model config
     ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --print_config --sections "$1" \
         | sha1sum | cut -c1-16
 }
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     train_dir="${dumpdir}/raw/${data_train_set}"
-    if [ "${encoder}" = tiny ]; then
-        sig="$(sig_of "${train_dir}/text" "${train_dir}/wav.scp") $(tiny_sig seed,whisper,pretrain_encoder)"
-        if done_sig "${tiny_dir}" 5_encoder "${sig}"; then
-            log "Stage 5: tiny encoder ${encoder_path} is up to date, skipped"
-        else
-            log "Stage 5: building the tiny Whisper encoder and pretraining it with a CTC head" \
-                "(log: ${tiny_dir}/logs/pretrain_encoder.log)"
-            mkdir -p "${tiny_dir}/logs"
-            ${train_cmd} "${tiny_dir}/logs/make_tiny_whisper.log" \
-                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts whisper \
-                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
-            single_job ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
-                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
-                --model_dir "${encoder_path}" --data_dir "${train_dir}"
-            # what the frozen features carry on their own: CTC-only transcripts of the dev set
-            ${train_cmd} "${tiny_dir}/logs/ctc_decode_${valid_set}.log" \
-                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models ctc_decode --model_dir "${encoder_path}" \
-                --data_dir "${dumpdir}/raw/${valid_set}" --out "${tiny_dir}/ctc_${valid_set}/text"
-            log "Stage 5: encoder-only CTC on ${valid_set}: $(grep '^{' "${tiny_dir}/logs/ctc_decode_${valid_set}.log")"
-            mark_done "${tiny_dir}" 5_encoder "${sig}"
-        fi
-    fi
     if [ "${llm}" = tiny ]; then
         sig="$(sig_of "${train_dir}/text") $(tiny_sig seed,tokenizer,llm)"
         if done_sig "${tiny_dir}" 5_llm "${sig}"; then
@@ -208,6 +187,31 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
                 ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts tokenizer,llm \
                 --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
             mark_done "${tiny_dir}" 5_llm "${sig}"
+        fi
+    fi
+    if [ "${encoder}" = tiny ]; then
+        # the LLM tokenizer is built first: pretrain_encoder.token_ctc_weight trains a CTC head on its tokens
+        sig="$(sig_of "${train_dir}/text" "${train_dir}/wav.scp" "${llm_path}/tokenizer.json")"
+        sig="${sig} $(tiny_sig seed,whisper,pretrain_encoder)"
+        if done_sig "${tiny_dir}" 5_encoder "${sig}"; then
+            log "Stage 5: tiny encoder ${encoder_path} is up to date, skipped"
+        else
+            log "Stage 5: building the tiny Whisper encoder and pretraining it with a CTC head" \
+                "(log: ${tiny_dir}/logs/pretrain_encoder.log)"
+            mkdir -p "${tiny_dir}/logs"
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_whisper.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts whisper \
+                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
+            single_job ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
+                --model_dir "${encoder_path}" --data_dir "${train_dir}" \
+                --tokenizer_dir "${llm_path}"
+            # what the frozen features carry on their own: CTC-only transcripts of the dev set
+            ${train_cmd} "${tiny_dir}/logs/ctc_decode_${valid_set}.log" \
+                ${python} -m espnet_llm_asr.bin.pretrain_tiny_models ctc_decode --model_dir "${encoder_path}" \
+                --data_dir "${dumpdir}/raw/${valid_set}" --out "${tiny_dir}/ctc_${valid_set}/text"
+            log "Stage 5: encoder-only CTC on ${valid_set}: $(grep '^{' "${tiny_dir}/logs/ctc_decode_${valid_set}.log")"
+            mark_done "${tiny_dir}" 5_encoder "${sig}"
         fi
     fi
     if [ "${encoder}" != tiny ] && [ "${llm}" != tiny ]; then
