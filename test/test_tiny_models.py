@@ -277,27 +277,6 @@ def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):
         tiny_models.ctc_greedy_decode(tiny_models.build_tiny_whisper(tmp_path / "fresh", **TINY_WHISPER), [utts[0][0]])
 
 
-def test_token_ctc_head_trains_the_encoder_too(tmp_path, tokenizer_dir):
-    import shutil
-
-    rng = np.random.default_rng(1)
-    texts = ["".join(rng.choice(list("कमल "), size=rng.integers(3, 7))).strip() or "क" for _ in range(16)]
-    utts = [(tone_utterance(t), t) for t in texts]
-    base = tiny_models.build_tiny_whisper(tmp_path / "base", **TINY_WHISPER)
-    runs = {}
-    for weight in (0.0, 1.0):
-        path = shutil.copytree(base, tmp_path / f"w{weight}")
-        result = tiny_models.pretrain_whisper_encoder_ctc(path, utts, steps=30, batch_size=8, lr=3e-3, log_every=10,
-                                                          token_ctc_weight=weight, tokenizer_dir=tokenizer_dir)
-        assert result["last_loss"] < result["first_loss"], (weight, result)
-        runs[weight] = WhisperEncoder(str(path)).encoder.state_dict()["conv1.weight"]
-        # the saved head is the character head (the token head is dropped)
-        assert torch.load(path / tiny_models.CTC_HEAD_FILE, weights_only=True)["symbols"] == sorted(set("".join(texts)))
-    assert not torch.allclose(runs[0.0], runs[1.0])  # the token CTC's gradient reached the encoder
-    with pytest.raises(ValueError, match="tokenizer"):  # checked before any training
-        tiny_models.pretrain_whisper_encoder_ctc(base, utts, token_ctc_weight=0.5)
-
-
 def test_atomic_dir_keeps_the_old_dir_on_error(tmp_path):
     target = tmp_path / "model"
     target.mkdir()

@@ -55,7 +55,6 @@ DEFAULT_CONFIG: Dict = {
         "device": "auto", "max_utts": None, "speed_perturb": None,
         # tiny_models.mel_augment.MelAugment keys, or None (off)
         "spec_augment": None,
-        "token_ctc_weight": 0.0,  # a second CTC head over the LLM tokenizer's tokens (needs --tokenizer_dir)
     },
     "pretrain_llm": {  # tiny_models.pretrain_causal_lm
         "steps": 1000, "batch_size": 32, "lr": 1.0e-3, "warmup": None, "log_every": 50, "device": "auto",

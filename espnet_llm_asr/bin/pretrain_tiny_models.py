@@ -97,7 +97,6 @@ def get_parser() -> argparse.ArgumentParser:
     add_training_options(enc)
     enc.add_argument("--data_dir", required=True, help="Kaldi data dir with wav.scp and text")
     enc.add_argument("--max_utts", type=int, help="use at most this many utterances")
-    enc.add_argument("--tokenizer_dir", help="the LLM tokenizer, for pretrain_encoder.token_ctc_weight > 0")
     llm = sub.add_parser("llm", help="next-token pretraining of the tiny causal LM on text")
     add_training_options(llm)
     llm.add_argument("--text", required=True, help="training text")
@@ -164,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not data:
             raise SystemExit(f"pretrain_tiny_models: no utterance with audio and text in {args.data_dir}")
         result = tiny_models.pretrain_whisper_encoder_ctc(
-            args.model_dir, data, out_dir=args.out_dir, seed=config["seed"], tokenizer_dir=args.tokenizer_dir, **conf)
+            args.model_dir, data, out_dir=args.out_dir, seed=config["seed"], **conf)
     else:
         lines = read_text_lines(args.text, args.text_format)
         if not lines:

@@ -82,13 +82,6 @@ def speed_perturbed(wave: np.ndarray, factor: float) -> np.ndarray:
     return out.numpy()
 
 
-def _ctc_loss(ctc: torch.nn.CTCLoss, log_probs: torch.Tensor, ys: Sequence[Sequence[int]],
-              lengths: torch.Tensor) -> torch.Tensor:
-    """``ctc`` of (T, B, C) log-probs against the target id lists ``ys`` (blank 0), frames ``lengths`` (B,)."""
-    flat = torch.tensor([c for y in ys for c in y], dtype=torch.long)
-    return ctc(log_probs, flat, lengths.cpu(), torch.tensor([len(y) for y in ys]))
-
-
 def pretrain_whisper_encoder_ctc(
     whisper_dir: PathLike,
     utterances: Iterable[Tuple[np.ndarray, str]],
@@ -103,8 +96,6 @@ def pretrain_whisper_encoder_ctc(
     seed: int = 0,
     speed_perturb: Optional[Sequence[float]] = None,
     spec_augment: Optional[Dict] = None,
-    token_ctc_weight: float = 0.0,
-    tokenizer_dir: Optional[PathLike] = None,
 ) -> Dict[str, float]:
     """Train the Whisper encoder in ``whisper_dir`` with a character CTC head; save it back as a Whisper dir.
 
@@ -125,13 +116,6 @@ def pretrain_whisper_encoder_ctc(
         spec_augment: :class:`~espnet_llm_asr.tiny_models.mel_augment.MelAugment`
             keys (frequency warp, frequency and time masks of the log-mel);
             ``None``: off.
-        token_ctc_weight: weight of a second CTC head over the LLM
-            tokenizer's tokens (``tokenizer_dir``), added to the character
-            CTC; 0: off.  Real Whisper learns its encoder for a decoder that
-            writes subword tokens, so its frames carry what the word is, not
-            only the sound at that moment; a character CTC alone gives local
-            features, from which a 100 ms stride-5 window cannot tell the
-            word.  The token head is dropped afterwards.
 
     Features come from :class:`~espnet_llm_asr.encoder.WhisperEncoder` with
     ``pad_to_30s=False, freeze=False``: the log-mel and masked encoder path
@@ -155,16 +139,6 @@ def pretrain_whisper_encoder_ctc(
     symbols = list(charset) if charset is not None else build_charset(t for _, t in data)
     index = {c: i + 1 for i, c in enumerate(symbols)}  # 0 = blank
     targets = [[index[c] for c in t if c in index] for _, t in data]
-    if token_ctc_weight < 0:
-        raise ValueError(f"pretrain_encoder.token_ctc_weight must be >= 0, got {token_ctc_weight}")
-    token_targets = None
-    if token_ctc_weight > 0:
-        if tokenizer_dir is None:
-            raise ValueError("pretrain_encoder.token_ctc_weight > 0 needs the LLM tokenizer (tokenizer_dir)")
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        token_targets = [[i + 1 for i in tokenizer(t, add_special_tokens=False)["input_ids"]] for _, t in data]
 
     device = resolve_device(device)
     torch.manual_seed(seed)
@@ -177,10 +151,6 @@ def pretrain_whisper_encoder_ctc(
                        too_long, len(data))
     head = torch.nn.Linear(encoder.output_size(), len(symbols) + 1).to(device)
     params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
-    token_head = None
-    if token_targets is not None:  # blank 0, token id i as i + 1
-        token_head = torch.nn.Linear(encoder.output_size(), len(tokenizer) + 1).to(device)
-        params += list(token_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     schedule = Schedule(lr, steps, min(100, steps // 10) if warmup is None else warmup)
     ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
@@ -201,11 +171,8 @@ def pretrain_whisper_encoder_ctc(
                 mel, mel_lengths = encoder.logmel(speech.to(device), speech_lengths.to(device), edge="reflect")
                 feats, feats_lengths = encoder.forward_mel(augment(mel, mel_lengths, gen), mel_lengths)
             log_probs = head(feats).log_softmax(dim=-1).transpose(0, 1)  # (T, B, C)
-            loss = _ctc_loss(ctc, log_probs, ys, feats_lengths)
-            if token_head is not None:
-                token_log_probs = token_head(feats).log_softmax(dim=-1).transpose(0, 1)
-                loss = loss + token_ctc_weight * _ctc_loss(ctc, token_log_probs, [token_targets[i] for i in idx],
-                                                           feats_lengths)
+            flat = torch.tensor([c for y in ys for c in y], dtype=torch.long)
+            loss = ctc(log_probs, flat, feats_lengths.cpu(), torch.tensor([len(y) for y in ys]))
             for group in opt.param_groups:
                 group["lr"] = schedule(step)
             opt.zero_grad(set_to_none=True)

@@ -168,31 +168,15 @@ fi
 
 # ------------------------------------------------------------------ stage 5
 # The tiny encoder and the tiny tokenizer + LLM have separate signatures (the
-# config sections each depends on), so changing the encoder never rebuilds
-# the LLM; a new tokenizer rebuilds the encoder (its token CTC head uses it).
+# config sections each depends on), so changing one never rebuilds the other.
 tiny_sig() {  # tiny_sig <sections>: hash of those sections of the effective tiny-model config
     ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --print_config --sections "$1" \
         | sha1sum | cut -c1-16
 }
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     train_dir="${dumpdir}/raw/${data_train_set}"
-    if [ "${llm}" = tiny ]; then
-        sig="$(sig_of "${train_dir}/text") $(tiny_sig seed,tokenizer,llm)"
-        if done_sig "${tiny_dir}" 5_llm "${sig}"; then
-            log "Stage 5: tiny tokenizer and LLM ${llm_path} are up to date, skipped"
-        else
-            log "Stage 5: training the tokenizer and building the tiny LLM in ${tiny_dir}"
-            mkdir -p "${tiny_dir}/logs"
-            ${train_cmd} "${tiny_dir}/logs/make_tiny_llm.log" \
-                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts tokenizer,llm \
-                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
-            mark_done "${tiny_dir}" 5_llm "${sig}"
-        fi
-    fi
     if [ "${encoder}" = tiny ]; then
-        # the LLM tokenizer is built first: pretrain_encoder.token_ctc_weight trains a CTC head on its tokens
-        sig="$(sig_of "${train_dir}/text" "${train_dir}/wav.scp" "${llm_path}/tokenizer.json")"
-        sig="${sig} $(tiny_sig seed,whisper,pretrain_encoder)"
+        sig="$(sig_of "${train_dir}/text" "${train_dir}/wav.scp") $(tiny_sig seed,whisper,pretrain_encoder)"
         if done_sig "${tiny_dir}" 5_encoder "${sig}"; then
             log "Stage 5: tiny encoder ${encoder_path} is up to date, skipped"
         else
@@ -204,14 +188,26 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
                 --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
             single_job ${train_cmd} "${tiny_dir}/logs/pretrain_encoder.log" \
                 ${python} -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config "${tiny_config}" \
-                --model_dir "${encoder_path}" --data_dir "${train_dir}" \
-                --tokenizer_dir "${llm_path}"
+                --model_dir "${encoder_path}" --data_dir "${train_dir}"
             # what the frozen features carry on their own: CTC-only transcripts of the dev set
             ${train_cmd} "${tiny_dir}/logs/ctc_decode_${valid_set}.log" \
                 ${python} -m espnet_llm_asr.bin.pretrain_tiny_models ctc_decode --model_dir "${encoder_path}" \
                 --data_dir "${dumpdir}/raw/${valid_set}" --out "${tiny_dir}/ctc_${valid_set}/text"
             log "Stage 5: encoder-only CTC on ${valid_set}: $(grep '^{' "${tiny_dir}/logs/ctc_decode_${valid_set}.log")"
             mark_done "${tiny_dir}" 5_encoder "${sig}"
+        fi
+    fi
+    if [ "${llm}" = tiny ]; then
+        sig="$(sig_of "${train_dir}/text") $(tiny_sig seed,tokenizer,llm)"
+        if done_sig "${tiny_dir}" 5_llm "${sig}"; then
+            log "Stage 5: tiny tokenizer and LLM ${llm_path} are up to date, skipped"
+        else
+            log "Stage 5: training the tokenizer and building the tiny LLM in ${tiny_dir}"
+            mkdir -p "${tiny_dir}/logs"
+            ${train_cmd} "${tiny_dir}/logs/make_tiny_llm.log" \
+                ${python} -m espnet_llm_asr.bin.make_tiny_models --config "${tiny_config}" --parts tokenizer,llm \
+                --out_dir "${tiny_dir}" --train_text "${train_dir}/text"
+            mark_done "${tiny_dir}" 5_llm "${sig}"
         fi
     fi
     if [ "${encoder}" != tiny ] && [ "${llm}" != tiny ]; then
