@@ -117,14 +117,19 @@ class CopyExampleMaker:
         speller: spells the transcript for ``aligned`` examples when the
             slot's unit is ``char`` (:class:`CharSpeller`, words apart by
             the filler, which the slot spreads over 1-2 positions like a pause).
+        copy_slot_loss: whether ``copy`` examples learn their slot too (the
+            first occurrence of the transcript, an LM target); ``False``
+            leaves it without loss, as ``aligned`` slots are, so that every
+            target of a copy example is a *read* (with random-word copies the
+            slot is unpredictable noise to the loss).
     """
 
     def __init__(self, bos: List[int], eos: int, suffix: List[int], filler: int, chars: Sequence[int],
                  vocab: Sequence[int], aligned: AlignedSlotConfig, max_tokens: int = 256,
-                 speller: Optional["CharSpeller"] = None):
+                 speller: Optional["CharSpeller"] = None, copy_slot_loss: bool = True):
         self.bos, self.eos, self.suffix, self.filler = bos, eos, suffix, filler
         self.chars, self.vocab, self.aligned, self.max_tokens = chars, vocab, aligned, max_tokens
-        self.speller = speller
+        self.speller, self.copy_slot_loss = speller, copy_slot_loss
 
     def make(self, ids: List[int], kind: str, gen: torch.Generator,
              text: Optional[str] = None) -> Tuple[List[int], List[int]]:
@@ -139,6 +144,8 @@ class CopyExampleMaker:
         elif kind == "copy":
             seq = self.bos + ids + self.suffix + ids + [self.eos]
             labels = list(seq)
+            if not self.copy_slot_loss:
+                labels[len(self.bos):len(self.bos) + len(ids)] = [IGNORE] * len(ids)
         elif kind == "aligned":
             if self.aligned.unit == "char":
                 if text is None or self.speller is None:

@@ -62,6 +62,10 @@ def test_example_layouts_and_labels():
     assert lab == [1] + [IGNORE] * n_slot + [40, 41, 10, 11, 12, 2]
     with pytest.raises(ValueError, match="unknown example kind"):
         maker.make(ids, "other", gen)
+    reader = CopyExampleMaker(bos=[1], eos=2, suffix=[40, 41], filler=FILLER, chars=[2] * 50, vocab=VOCAB,
+                              aligned=AlignedSlotConfig(noise=0.0), copy_slot_loss=False)
+    seq, lab = reader.make(ids, "copy", gen)  # same layout, no loss on the slot
+    assert seq == [1, 10, 11, 12, 40, 41, 10, 11, 12, 2] and lab == [1] + [IGNORE] * 3 + [40, 41, 10, 11, 12, 2]
 
 
 class _CharVocab:

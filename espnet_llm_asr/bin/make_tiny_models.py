@@ -58,7 +58,7 @@ DEFAULT_CONFIG: Dict = {
     },
     "pretrain_llm": {  # tiny_models.pretrain_causal_lm
         "steps": 1000, "batch_size": 32, "lr": 1.0e-3, "warmup": None, "log_every": 50, "device": "auto",
-        "copy_fraction": 0.0, "aligned_fraction": 0.0, "copy_text": "transcripts",
+        "copy_fraction": 0.0, "aligned_fraction": 0.0, "copy_text": "transcripts", "copy_slot_loss": True,
         # copy_examples.AlignedSlotConfig
         "aligned_slot": {"positions_per_char": [0.7, 1.6], "max_repeat": 3, "edge_fill": 3, "noise": 0.05,
                          "unit": "token"},

@@ -71,7 +71,7 @@ def _filler(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 256):
+def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 256, copy_slot_loss: bool = True):
     """The :class:`~espnet_llm_asr.copy_examples.CopyExampleMaker` for ``tokenizer`` and the prompt."""
     from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
 
@@ -84,7 +84,8 @@ def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 25
         vocab=[i for i in range(len(tokenizer)) if i not in special],
         aligned=AlignedSlotConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in (aligned_slot or {}).items()}),
-        max_tokens=max_tokens, speller=CharSpeller(tokenizer, boundary=filler))  # words apart by a pause
+        max_tokens=max_tokens, speller=CharSpeller(tokenizer, boundary=filler),  # words apart by a pause
+        copy_slot_loss=copy_slot_loss)
 
 
 @torch.no_grad()
@@ -137,6 +138,7 @@ def pretrain_causal_lm(
     aligned_fraction: float = 0.0,
     aligned_slot: Optional[Dict] = None,
     copy_text: str = "transcripts",
+    copy_slot_loss: bool = True,
 ) -> Dict[str, float]:
     """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
 
@@ -161,7 +163,9 @@ def pretrain_causal_lm(
     (the training lines) or ``random_words`` (random words of the training
     text in the shape of a training line,
     :class:`~espnet_llm_asr.copy_examples.RandomSentences`: nothing to
-    memorise, so the LM learns to read the slot).
+    memorise, so the LM learns to read the slot).  ``copy_slot_loss``:
+    ``False`` puts no loss on a copy example's slot (its targets are then
+    all reads, as in aligned examples).
     """
     from espnet_llm_asr.copy_examples import RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -179,7 +183,7 @@ def pretrain_causal_lm(
     if copy_text not in ("transcripts", "random_words"):
         raise ValueError(f"pretrain_causal_lm: copy_text must be transcripts or random_words, got {copy_text!r}")
     pad_id = _filler(tokenizer)
-    maker = _example_maker(tokenizer, aligned_slot, max_tokens)
+    maker = _example_maker(tokenizer, aligned_slot, max_tokens, copy_slot_loss=copy_slot_loss)
     random_sentences = RandomSentences(texts) if copy_text == "random_words" else None
     gen = torch.Generator().manual_seed(seed)
 
