@@ -361,3 +361,49 @@ def test_clis_build_and_pretrain_from_a_kaldi_dir(tmp_path, capsys):
     bad.write_text("whisper: {d_modle: 8}\n", encoding="utf-8")
     with pytest.raises(KeyError, match="d_modle"):
         make_tiny_models.main(["--config", str(bad), "--out_dir", str(out), "--train_text", str(data / "text")])
+
+
+def test_llm_pretraining_second_phase_from_the_config(tmp_path, capsys):
+    """``pretrain_llm.then``: a second phase continues from the first phase's weights, with its own keys."""
+    import yaml
+
+    from espnet_llm_asr.bin import make_tiny_models, pretrain_tiny_models
+
+    text = tmp_path / "text"
+    text.write_text("".join(f"utt{i} {t}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    base = {"llm": TINY_LLM, "pretrain_llm": {"steps": 3, "batch_size": 4, "device": "cpu", "copy_fraction": 0.5}}
+    two = yaml.safe_load(yaml.safe_dump(base))
+    two["pretrain_llm"]["then"] = {"steps": 2, "copy_fraction": 1.0, "aligned_fraction": 1.0,
+                                   "copy_slot_loss": False, "aligned_slot": {"noise": 0.0}}
+    weights = {}
+    for name, conf in (("one", base), ("two", two)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(conf), encoding="utf-8")
+        make_tiny_models.main(["--config", str(path), "--out_dir", str(tmp_path / name), "--parts", "tokenizer,llm",
+                               "--train_text", str(text)])
+        capsys.readouterr()
+        pretrain_tiny_models.main(["llm", "--config", str(path), "--model_dir", str(tmp_path / name / "llm"),
+                                   "--text", str(text)])
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        weights[name] = _state(tmp_path / name / "llm")
+        if name == "two":
+            assert set(result["then"]) == {"first_loss", "last_loss"}
+            assert all(np.isfinite(v) for v in result["then"].values())
+        else:
+            assert "then" not in result
+    # same seed and first phase: the second phase alone makes them differ
+    assert any(not torch.equal(weights["one"][k], weights["two"][k]) for k in weights["one"])
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"pretrain_llm": {"then": {"stepz": 2}}}), encoding="utf-8")
+    with pytest.raises(KeyError, match="stepz.*pretrain_llm.then"):
+        make_tiny_models.load_config(str(bad))
+    bad.write_text(yaml.safe_dump({"pretrain_llm": {"then": 5}}), encoding="utf-8")
+    with pytest.raises(ValueError, match="pretrain_llm.then must be a mapping"):
+        make_tiny_models.load_config(str(bad))
+
+
+def _state(llm_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(llm_dir)).state_dict()

@@ -25,7 +25,7 @@ defaults); options given on the command line override the config::
     tokenizer:        {model_type: char, vocab_size: null}
     llm:              {arch: llama, hidden_size: 256, num_layers: 4, ...}
     pretrain_encoder: {steps: 2000, batch_size: 16, lr: 1.0e-3, ...}
-    pretrain_llm:     {steps: 1000, batch_size: 32, lr: 1.0e-3, ...}
+    pretrain_llm:     {steps: 1000, batch_size: 32, lr: 1.0e-3, ..., then: null}
 """
 from __future__ import annotations
 
@@ -62,6 +62,9 @@ DEFAULT_CONFIG: Dict = {
         # copy_examples.AlignedSlotConfig
         "aligned_slot": {"positions_per_char": [0.7, 1.6], "max_repeat": 3, "edge_fill": 3, "noise": 0.05,
                          "unit": "token"},
+        # a second pretraining phase after the first, on the same text, from its weights with a
+        # schedule of its own: keys of this section that change (e.g. {steps: 1500, aligned_fraction: 0.6})
+        "then": None,
     },
 }
 
@@ -86,6 +89,14 @@ def load_config(path: Optional[str]) -> Dict:
             if unknown:
                 raise KeyError(f"{path}: unknown key(s) {unknown} in section {key!r}; known: {sorted(config[key])}")
             config[key].update(value)
+            then = config[key].get("then")
+            if then is not None:
+                if not isinstance(then, dict):
+                    raise ValueError(f"{path}: {key}.then must be a mapping of {key} keys, got {then!r}")
+                unknown = sorted(set(then) - set(config[key]) | ({"then"} & set(then)))
+                if unknown:
+                    raise KeyError(f"{path}: unknown key(s) {unknown} in {key}.then; known: "
+                                   f"{sorted(set(config[key]) - {'then'})}")
         else:
             config[key] = value
     return config

@@ -4,7 +4,8 @@
     python -m espnet_llm_asr.bin.pretrain_tiny_models encoder --config conf/tiny_models.yaml \\
         --model_dir exp/tiny_models/whisper --data_dir dump/raw/train
 
-    # the causal LM, on the transcripts (Kaldi text or plain lines)
+    # the causal LM, on the transcripts (Kaldi text or plain lines); with
+    # pretrain_llm.then in the config, a second phase follows from its weights
     python -m espnet_llm_asr.bin.pretrain_tiny_models llm --config conf/tiny_models.yaml \\
         --model_dir exp/tiny_models/llm --text dump/raw/train/text
 
@@ -148,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(json.dumps(ctc_decode(args)))
         return
     if args.what == "read_check":
-        slot = load_config(args.config)["pretrain_llm"]["aligned_slot"]
+        section = load_config(args.config)["pretrain_llm"]
+        slot = (section["then"] or {}).get("aligned_slot", section["aligned_slot"])  # as the LM saw last
         result = tiny_models.slot_reading_accuracy(args.model_dir, read_text_lines(args.text, args.text_format),
                                                    aligned_slot=slot)
         print(json.dumps({"what": "read_check", "model_dir": args.model_dir,
@@ -168,8 +170,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         lines = read_text_lines(args.text, args.text_format)
         if not lines:
             raise SystemExit(f"pretrain_tiny_models: no text in {args.text} ({args.text_format} format)")
+        then = conf.pop("then", None)
         result = tiny_models.pretrain_causal_lm(
             args.model_dir, lines, out_dir=args.out_dir, seed=config["seed"], **conf)
+        if then:  # the second phase: from the first phase's weights, its own schedule and examples
+            logging.info("pretrain_llm.then: %s", then)
+            result["then"] = tiny_models.pretrain_causal_lm(
+                args.out_dir or args.model_dir, lines, seed=config["seed"] + 1, **{**conf, **then})
     print(json.dumps({"what": args.what, "model_dir": args.out_dir or args.model_dir, **result}))
 
 
