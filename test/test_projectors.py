@@ -582,6 +582,28 @@ def test_hard_moe_over_capacity_keeps_other_choice_renormalised():
     torch.testing.assert_close(r.combine[:4], top / top.sum(-1, keepdim=True))
 
 
+def test_hard_moe_saturated_router_keeps_gradients_finite():
+    """A frame whose first choice overflowed keeps a second choice of tiny probability: its weight
+    is 1, and the gradient through the renormalisation stays finite (measured: a saturated router
+    gave NaN gradients and stopped a training run at epoch 6).  float32, as in training."""
+    proj = _hard_moe().float().train()
+    with torch.no_grad():
+        proj.router.weight.zero_()
+        proj.router.weight[:3, :3] = torch.eye(3)
+        proj.router.bias.zero_()
+    logits = torch.zeros(8, D_IN)
+    logits[:4, :3] = torch.tensor([100.0, 0.0, -100.0])  # choices (0, 1), p(1) ~ 4e-44
+    logits[4:, :3] = torch.tensor([100.0, -100.0, 0.0])  # choices (0, 2)
+    logits[:, 3] = -200.0
+    frames = logits.clone().requires_grad_(True)
+    r = proj.route(frames)
+    assert r.capacity == 4 and r.kept[:, 0].tolist() == [True] * 4 + [False] * 4 and bool(r.kept[:, 1].all())
+    torch.testing.assert_close(r.combine[4:], torch.tensor([[0.0, 1.0]] * 4))
+    (r.combine * torch.randn(8, 2)).sum().backward()
+    assert bool(torch.isfinite(frames.grad).all())
+    assert bool(torch.isfinite(proj.router.weight.grad).all())
+
+
 def test_hard_moe_frames_with_all_choices_over_capacity_get_zero():
     proj = _hard_moe().train()
     with torch.no_grad():

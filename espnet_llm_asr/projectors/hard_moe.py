@@ -22,7 +22,8 @@ class Routing:
         experts: (N, k) chosen experts, best first.
         kept: (N, k) bool, False where the choice overflowed its expert's capacity.
         combine: (N, k) mixing weights: the chosen probabilities renormalised over
-            the KEPT choices of the frame; all zero if every choice overflowed.
+            the KEPT choices of the frame (a softmax of their router logits);
+            all zero if every choice overflowed.
         capacity: frames per expert, or None when unlimited.
     """
 
@@ -73,8 +74,9 @@ class HardMoEProjector(AbsProjector):
     def route(self, x: torch.Tensor) -> Routing:
         """Route real frames x (N, D) (see class docstring)."""
         n, e, k = x.size(0), self.num_experts, self.top_k
-        probs = torch.softmax(self.router(x), dim=-1)
-        top_p, top_e = probs.topk(k, dim=-1)  # (N, k)
+        logits = self.router(x)
+        probs = torch.softmax(logits, dim=-1)
+        top_e = logits.topk(k, dim=-1).indices  # (N, k), best first (the logits: no ties where probs underflow)
         factor = self.capacity_factor if self.training else self.eval_capacity_factor
         if factor is None:
             capacity = None
@@ -86,8 +88,11 @@ class HardMoEProjector(AbsProjector):
             one_hot = torch.nn.functional.one_hot(order, e)
             slot = (one_hot.cumsum(0) * one_hot).sum(-1) - 1
             kept = (slot < capacity).view(k, n).t()
-        weights = top_p * kept
-        combine = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+        # p_i / sum of the kept p_j, as a softmax of the kept choices' logits: dividing tiny
+        # probabilities of a saturated router underflows (wrong weights, NaN gradients)
+        kept_logits = logits.gather(-1, top_e).masked_fill(~kept, float("-inf"))
+        none_kept = ~kept.any(-1, keepdim=True)
+        combine = torch.softmax(kept_logits.masked_fill(none_kept, 0.0), dim=-1) * kept
         return Routing(probs, top_e, kept, combine, capacity)
 
     def load_balance_loss(self, routing: Routing) -> torch.Tensor:
