@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from espnet_llm_asr._compat import import_espnet
 
@@ -130,6 +131,9 @@ class LLMASRTask(_abs_task.AbsTask):
                            help="file with one language code a line (id = line index)")
         group.add_argument("--model_conf", action=NestedDictAction, default=dict(),
                            help="kwargs of espnet_llm_asr.model.LLMASRModel")
+        group.add_argument("--lora_lr_scale", type=float, default=1.0,
+                           help="learning rate of the LLM's LoRA adapters relative to optim_conf.lr "
+                                "(needs llm_conf.lora_conf); 1.0: one rate for every trainable parameter")
         group.add_argument("--use_preprocessor", type=str2bool, default=True,
                            help="tokenize text with the LLM tokenizer and map languages to ids")
         for class_choices in cls.class_choices_list:
@@ -164,6 +168,34 @@ class LLMASRTask(_abs_task.AbsTask):
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
         return ("lang",)
+
+    @classmethod
+    def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+        """ESPnet's single optimizer; with ``lora_lr_scale != 1`` the LoRA adapters get their own
+        parameter group at ``optim_conf.lr * lora_lr_scale`` (the scheduler scales both groups alike)."""
+        scale = float(getattr(args, "lora_lr_scale", 1.0))
+        if scale == 1.0:
+            return super().build_optimizers(args, model)
+        if scale < 0:
+            raise ValueError(f"lora_lr_scale must be >= 0, got {scale}")
+        if args.sharded_ddp or args.exclude_weight_decay:
+            raise ValueError("lora_lr_scale cannot be combined with sharded_ddp or exclude_weight_decay")
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        lora = [p for n, p in trainable if "lora_" in n]
+        if not lora:
+            raise ValueError(f"lora_lr_scale={scale} but the model has no trainable LoRA parameters "
+                             "(set llm_conf.lora_conf)")
+        others = [p for n, p in trainable if "lora_" not in n]
+        optim_conf = dict(args.optim_conf)
+        if "lr" not in optim_conf:
+            raise ValueError("lora_lr_scale needs optim_conf.lr")
+        optim_class = _abs_task.optim_classes.get(args.optim)
+        if optim_class is None:
+            raise ValueError(f"optim must be one of {list(_abs_task.optim_classes)}: {args.optim}")
+        groups = [{"params": others}, {"params": lora, "lr": optim_conf["lr"] * scale}]
+        logging.info(f"optimizer: {len(others)} projector tensors at lr {optim_conf['lr']}, "
+                     f"{len(lora)} LoRA tensors at lr {optim_conf['lr'] * scale}")
+        return [optim_class(groups, **optim_conf)]
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> LLMASRModel:

@@ -131,6 +131,35 @@ def test_lora_trains_adapters_only_and_saves_them(models):
     assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in lora if "lora_B" in n)
 
 
+def test_lora_lr_scale_gives_the_adapters_their_own_rate(models):
+    """lora_lr_scale: LoRA tensors in a second parameter group at lr * scale; the scheduler scales both."""
+    import argparse
+
+    from espnet2.schedulers.warmup_lr import WarmupLR
+
+    from espnet_llm_asr.task import LLMASRTask
+
+    model = _model(models, lora_conf={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    args = argparse.Namespace(optim="adamw", optim_conf={"lr": 0.004, "weight_decay": 0.0},
+                              sharded_ddp=False, exclude_weight_decay=False, lora_lr_scale=0.25)
+    (optim,) = LLMASRTask.build_optimizers(args, model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    projector, lora = optim.param_groups
+    assert projector["lr"] == 0.004 and lora["lr"] == pytest.approx(0.001)
+    assert {names[id(p)] for p in lora["params"]} == {n for n, p in model.named_parameters()
+                                                      if p.requires_grad and "lora_" in n}
+    assert all(names[id(p)].startswith("frontend.projector.") for p in projector["params"])
+    sched = WarmupLR(optim, warmup_steps=10)
+    optim.step()
+    sched.step()
+    assert lora["lr"] / projector["lr"] == pytest.approx(0.25)
+    # scale 1.0 is ESPnet's own single group; a scale without LoRA is refused
+    (plain,) = LLMASRTask.build_optimizers(argparse.Namespace(**dict(vars(args), lora_lr_scale=1.0)), model)
+    assert len(plain.param_groups) == 1
+    with pytest.raises(ValueError, match="no trainable LoRA parameters"):
+        LLMASRTask.build_optimizers(args, _model(models))
+
+
 def test_auxiliary_ctc_through_the_llm_output_head(models):
     """ctc_weight adds a CTC loss of the projected speech read by the LLM's own output head."""
     torch.manual_seed(0)
