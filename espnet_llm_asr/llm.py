@@ -153,6 +153,12 @@ def _remote_code_hint(name_or_path: str, trust_remote_code: bool):
         raise
 
 
+
+def is_lora_name(name: str) -> bool:
+    """Whether a module or parameter name is part of peft's LoRA adapters (``lora_A``, ``lora_B``, ...)."""
+    return "lora_" in name
+
+
 class CausalLLM(torch.nn.Module):
     """A (frozen) Hugging Face causal LM used as the ASR decoder.
 
@@ -261,7 +267,7 @@ class CausalLLM(torch.nn.Module):
             self.model.eval()
             if mode:  # LoRA layers still follow the requested mode
                 for name, module in self.model.named_modules():
-                    if "lora_" in name:
+                    if is_lora_name(name):
                         module.train(mode)
         return self
 

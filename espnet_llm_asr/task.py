@@ -33,7 +33,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
 from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
-from espnet_llm_asr.llm import CausalLLM  # noqa: E402
+from espnet_llm_asr.llm import CausalLLM, is_lora_name  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
 from espnet_llm_asr.trainer import AtomicCheckpointTrainer  # noqa: E402
 
@@ -181,11 +181,11 @@ class LLMASRTask(_abs_task.AbsTask):
         if args.sharded_ddp or args.exclude_weight_decay:
             raise ValueError("lora_lr_scale cannot be combined with sharded_ddp or exclude_weight_decay")
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        lora = [p for n, p in trainable if "lora_" in n]
+        lora = [p for n, p in trainable if is_lora_name(n)]
         if not lora:
             raise ValueError(f"lora_lr_scale={scale} but the model has no trainable LoRA parameters "
                              "(set llm_conf.lora_conf)")
-        others = [p for n, p in trainable if "lora_" not in n]
+        others = [p for n, p in trainable if not is_lora_name(n)]
         optim_conf = dict(args.optim_conf)
         if "lr" not in optim_conf:
             raise ValueError("lora_lr_scale needs optim_conf.lr")
