@@ -153,7 +153,6 @@ def _remote_code_hint(name_or_path: str, trust_remote_code: bool):
         raise
 
 
-
 def is_lora_name(name: str) -> bool:
     """Whether a module or parameter name is part of peft's LoRA adapters (``lora_A``, ``lora_B``, ...)."""
     return "lora_" in name
