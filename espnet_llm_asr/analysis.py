@@ -112,6 +112,10 @@ class GateLidResult:
     per_lang_accuracy: Dict[str, float]
 
 
+# Squared gate distances closer than this are ties (gates lie in [0, 1]).
+_TIE_TOLERANCE = 1e-12
+
+
 def gate_language_id_accuracy(gates: Mapping[str, np.ndarray], utt2lang: Mapping[str, str]) -> GateLidResult:
     """How well the gates alone identify an utterance's language.
 
@@ -152,7 +156,12 @@ def gate_language_id_accuracy(gates: Mapping[str, np.ndarray], utt2lang: Mapping
         own_centroid = (sums[y] - x) / own_n[:, None]  # (N, E); nan where the language has 1 utterance
     own_dist = ((x - own_centroid) ** 2).sum(-1)
     dist[np.arange(len(y)), y] = np.where(own_n > 0, own_dist, np.inf)
-    pred = dist.argmin(1)
+    # Distances equal up to rounding are ties: identical gates (the dense
+    # ensemble's static weights, a collapsed router) give centroids that
+    # differ only in the last bits, and a plain argmin would read that
+    # rounding noise as perfect language identification.
+    nearest = dist.min(1, keepdims=True)  # (N, 1)
+    pred = (dist <= nearest + _TIE_TOLERANCE).argmax(1)  # first tied language
 
     confusion = np.zeros((n_lang, n_lang), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)

@@ -195,6 +195,18 @@ def test_gate_lid_random_is_near_chance():
     assert 0.1 < lid.accuracy < 0.37
 
 
+def test_gate_lid_identical_gates_is_chance_not_rounding_noise():
+    """Input-independent gates (dense's static weights) carry no language:
+    rounding in the leave-one-out centroids must not pass for identification."""
+    weights = np.array([0.243138, 0.236696, 0.276203, 0.243963])  # exp_cmp4k dense, as decoded
+    langs = ["hi", "mr", "ta", "te"]
+    gates = {f"{lang}_{i:03d}": weights.copy() for lang in langs for i in range(40)}
+    utt2lang = {k: k[:2] for k in gates}
+    lid = gate_language_id_accuracy(gates, utt2lang)
+    assert lid.accuracy == pytest.approx(0.25)  # every utterance tied, first language wins
+    assert lid.per_lang_accuracy == {"hi": 1.0, "mr": 0.0, "ta": 0.0, "te": 0.0}
+
+
 def test_gate_lid_needs_two_languages():
     gates, utt2lang = _gates(5, ["hi"], separable=False)
     with pytest.raises(ValueError, match="at least 2 languages"):
