@@ -4,8 +4,8 @@ import torch
 
 from espnet_llm_asr.projectors import build_projector, cif_integrate
 from espnet_llm_asr.projectors.blocks import ExpertMLP
+from projector_setup import D_IN, D_OUT, HIDDEN
 
-D_IN, D_OUT, HIDDEN = 16, 24, 32
 F64 = torch.float64
 
 
