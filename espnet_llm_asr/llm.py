@@ -353,6 +353,22 @@ class CausalLLM(torch.nn.Module):
         file) collapsed to one space."""
         return " ".join(self.tokenizer.decode(list(ids), skip_special_tokens=True).split())
 
+    @property
+    def has_lora(self) -> bool:
+        """Whether LoRA adapters were added (``lora_conf``)."""
+        return any(is_lora_name(n) for n, _ in self.model.named_parameters())
+
+    @contextlib.contextmanager
+    def lora_disabled(self):
+        """Within the block the LLM runs as its base model: the LoRA adapters
+        take no part in the forward pass and so get no gradient.  Without
+        adapters, a no-op."""
+        if not self.has_lora:
+            yield
+            return
+        with self.model.disable_adapter():
+            yield
+
     # ---------------------------------------------------------------- compute
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(..., L) long -> (..., L, hidden_size) in the LLM's dtype."""

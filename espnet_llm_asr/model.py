@@ -19,6 +19,7 @@ the one decoded alone.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -64,6 +65,13 @@ class LLMASRModel(AbsESPnetModel):
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
             validation never augment.
+        lora_hold_steps: the LLM's LoRA adapters sit out the first this many
+            training batches (forward passes in train mode; optimizer steps
+            when ``accum_grad`` is 1): the projector learns against the
+            base LLM, then the adapters join.  The count is a buffer saved in
+            the checkpoints, so ``--resume`` continues it.  0 (default): the
+            adapters train from the first batch.  Needs ``llm_conf.lora_conf``;
+            with DDP also ``--unused_parameters true`` (held adapters get no gradient).
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class LLMASRModel(AbsESPnetModel):
         ctc_weight: float = 0.0,
         ctc_unit: str = "token",
         specaug: Optional[torch.nn.Module] = None,
+        lora_hold_steps: int = 0,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -99,6 +108,15 @@ class LLMASRModel(AbsESPnetModel):
         self._speller = None
         self.specaug = specaug
         self._nonfinite_in_a_row = 0
+        if lora_hold_steps < 0:
+            raise ValueError(f"model_conf.lora_hold_steps must be >= 0, got {lora_hold_steps}")
+        if lora_hold_steps and not llm.has_lora:
+            raise ValueError(f"model_conf.lora_hold_steps={lora_hold_steps} but the LLM has no LoRA "
+                             "adapters (set llm_conf.lora_conf)")
+        self.lora_hold_steps = int(lora_hold_steps)
+        # persistent only when used: checkpoints of models without it keep loading strictly
+        self.register_buffer("train_batches", torch.zeros((), dtype=torch.long),
+                             persistent=bool(lora_hold_steps))
 
     # ------------------------------------------------------- checkpoints
     def _frozen_prefixes(self) -> List[str]:
@@ -219,7 +237,9 @@ class LLMASRModel(AbsESPnetModel):
         attention_mask = (torch.arange(max_len, device=speech.device)[None] < lengths[:, None]).long()
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
-        logits = self.llm(inputs, attention_mask, position_ids)
+        lora_held = self._lora_held()
+        with self.llm.lora_disabled() if lora_held else contextlib.nullcontext():
+            logits = self.llm(inputs, attention_mask, position_ids)
         # the token at position t is predicted from position t-1
         logits, targets = logits[:, :-1].float(), labels[:, 1:]
         mask = targets != IGNORE_ID
@@ -237,9 +257,18 @@ class LLMASRModel(AbsESPnetModel):
         stats = dict(loss=reported, loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach(),
                      nonfinite=torch.tensor(float(nonfinite), device=loss.device))
         stats.update({k: v.detach() for k, v in extra.items()})
+        if self.lora_hold_steps:
+            stats["lora_held"] = torch.tensor(float(lora_held), device=loss.device)
         stats.update(self.routing_stats(proj, text_lengths))
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight
+
+    def _lora_held(self) -> bool:
+        """Count a training batch; whether the LoRA adapters still sit it out."""
+        if not self.lora_hold_steps or not self.training:
+            return False
+        self.train_batches += 1
+        return int(self.train_batches) <= self.lora_hold_steps
 
     def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]]) -> torch.Tensor:
         """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids

@@ -279,3 +279,40 @@ def test_logits_to_keep(models):
         full = llm(embeds, mask)
         torch.testing.assert_close(llm(embeds, mask, logits_to_keep=2), full[:, -2:])
         torch.testing.assert_close(llm(embeds, mask, logits_to_keep=torch.tensor([1, 3])), full[:, [1, 3]])
+
+
+def test_lora_hold_steps_keeps_the_adapters_out_of_the_first_batches(models):
+    """lora_hold_steps=2: batches 1-2 run the base LLM (no gradient reaches LoRA), batch 3 trains it;
+    validation does not count; the count is saved and restored with the checkpoint."""
+    lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    model = _model(models, lora_conf=lora_conf, model_conf={"lora_hold_steps": 2})
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    feats, text = torch.randn(1, 20, 8), torch.tensor([[5, 6]])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss, stats, _ = model(feats, torch.tensor([20]), text, torch.tensor([2]), torch.tensor([[0]]))
+        loss.backward()
+        return stats["lora_held"].item(), [p.grad for p in lora]
+
+    model.eval()
+    with torch.no_grad():
+        model(feats, torch.tensor([20]), text, torch.tensor([2]), torch.tensor([[0]]))
+    model.train()
+    for _ in range(2):
+        held, grads = step()
+        assert held == 1.0 and all(g is None for g in grads)
+        assert all(p.grad is not None for p in model.frontend.projector.parameters())
+    held, grads = step()
+    assert held == 0.0 and all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert int(model.train_batches) == 3
+    state = model.state_dict()
+    assert int(state["train_batches"]) == 3
+    other = _model(models, lora_conf=lora_conf, model_conf={"lora_hold_steps": 2})
+    other.load_state_dict(state)
+    assert int(other.train_batches) == 3
+    # without the option the count is not part of the checkpoint; without LoRA it is refused
+    assert "train_batches" not in _model(models, lora_conf=lora_conf).state_dict()
+    with pytest.raises(ValueError, match="no LoRA"):
+        _model(models, model_conf={"lora_hold_steps": 5})
