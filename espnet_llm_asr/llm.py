@@ -218,6 +218,7 @@ class CausalLLM(torch.nn.Module):
                 p.requires_grad_(False)
         if lora_conf:
             model = self._add_lora(model, lora_conf)
+        self.has_lora = bool(lora_conf)  # LoRA adapters were added
         self.model = model
         self.pinned_dtype = dtype != "float32"
 
@@ -352,11 +353,6 @@ class CausalLLM(torch.nn.Module):
         whitespace (newlines included, which would break a Kaldi ``text``
         file) collapsed to one space."""
         return " ".join(self.tokenizer.decode(list(ids), skip_special_tokens=True).split())
-
-    @property
-    def has_lora(self) -> bool:
-        """Whether LoRA adapters were added (``lora_conf``)."""
-        return any(is_lora_name(n) for n, _ in self.model.named_parameters())
 
     @contextlib.contextmanager
     def lora_disabled(self):
