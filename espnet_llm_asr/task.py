@@ -35,6 +35,7 @@ from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
 from espnet_llm_asr.llm import CausalLLM, is_lora_name  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
+from espnet_llm_asr.torch_utils import flush_denormals  # noqa: E402
 from espnet_llm_asr.trainer import AtomicCheckpointTrainer  # noqa: E402
 
 frontend_choices = ClassChoices(
@@ -138,6 +139,13 @@ class LLMASRTask(_abs_task.AbsTask):
                            help="tokenize text with the LLM tokenizer and map languages to ids")
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        """ESPnet's training (or collect-stats) process, with subnormal floats flushed
+        (:func:`~espnet_llm_asr.torch_utils.flush_denormals`; each DDP worker process sets its own)."""
+        flush_denormals()
+        super().main_worker(args)
 
     @classmethod
     def get_parser(cls):

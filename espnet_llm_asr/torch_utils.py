@@ -1,4 +1,4 @@
-"""Small torch helpers shared by the frozen wrappers."""
+"""Small torch helpers: dtype-keeping moves for the frozen wrappers, CPU float mode."""
 from __future__ import annotations
 
 import torch
@@ -20,3 +20,28 @@ def apply_keeping_dtype(module: torch.nn.Module, fn, recurse: bool = True):
         return t.to(device=probe.device)
 
     return torch.nn.Module._apply(module, device_only, recurse)
+
+
+#: set to 1 to keep subnormal floats in CPU arithmetic (see :func:`flush_denormals`)
+KEEP_DENORMALS_ENV = "ESPNET_LLM_ASR_KEEP_DENORMALS"
+
+
+def flush_denormals() -> bool:
+    """Treat subnormal floats (below ~1.2e-38) as zero in this process's CPU arithmetic.
+
+    Training drives some activations and gradients into the subnormal range,
+    where x86 CPUs compute many times slower; the tiny encoder's training step
+    got 1.4x slower over its first 300 steps for that reason alone (measured
+    on the 2-core Intel machine: 0.57 s against 0.40 s for the same batch
+    with flushing).  Values that small do not change a float32 training.
+
+    Call it first thing in a program: the CPU mode is per thread, and torch's
+    worker threads copy it from the thread that starts them, i.e. at the first
+    parallel op.  ``ESPNET_LLM_ASR_KEEP_DENORMALS=1`` turns it off.  Returns
+    whether flushing is on (False on CPUs without the mode, or when turned off).
+    """
+    import os
+
+    if os.environ.get(KEEP_DENORMALS_ENV, "") not in ("", "0"):
+        return False
+    return bool(torch.set_flush_denormal(True))

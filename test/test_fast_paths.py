@@ -13,6 +13,10 @@ No timings here: the benchmark measures speed.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -433,3 +437,26 @@ def test_fp16_dump_refuses_values_it_cannot_hold():
     mat[1, 2] = 1e5
     with pytest.raises(ValueError, match="u1.*float32"):
         to_stored(mat, "float16", "u1")
+
+
+FLUSH_PROBE = """
+import sys, torch
+from espnet_llm_asr.torch_utils import flush_denormals
+on = flush_denormals()
+torch.set_num_threads(2)
+x = torch.full((1 << 22,), 1e-39) * 1.0   # a parallel op: every worker thread computes a part
+print(on, int((x != 0).sum()))
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the flush-to-zero mode is x86's")
+def test_flush_denormals_reaches_the_worker_threads():
+    """Subnormal floats are zero in every compute thread once flushed (they slow x86 arithmetic
+    many times), and stay as they are with ESPNET_LLM_ASR_KEEP_DENORMALS=1."""
+    def probe(env):
+        out = subprocess.run([sys.executable, "-c", FLUSH_PROBE], check=True, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "2", **env}).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    assert probe({}) == (True, 0)
+    assert probe({"ESPNET_LLM_ASR_KEEP_DENORMALS": "1"}) == (False, 1 << 22)

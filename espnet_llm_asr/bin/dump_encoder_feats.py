@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from espnet_llm_asr.data_io import read_wav_scp, load_mono_16k
+from espnet_llm_asr.torch_utils import flush_denormals
 from espnet_llm_asr.utils import atomic_path, atomic_write_text
 
 
@@ -154,6 +155,7 @@ def merge(out_dir: Path, nj: int) -> None:
 def main(cmd=None) -> None:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    flush_denormals()
     out_dir = Path(args.out_dir)
     split_dir = out_dir / f"split{args.nj}"
     split_dir.mkdir(parents=True, exist_ok=True)

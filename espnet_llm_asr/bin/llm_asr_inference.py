@@ -42,6 +42,7 @@ import torch
 
 import espnet_llm_asr  # noqa: F401
 from espnet_llm_asr.inference import Speech2Text
+from espnet_llm_asr.torch_utils import flush_denormals
 from espnet_llm_asr.utils import atomic_write_text
 
 ALPHA_DECIMALS = 4  # CIF weights in 1best_recog/alphas (T values per line; 4 decimals keep it small)
@@ -313,6 +314,7 @@ def parse_args(cmd=None) -> argparse.Namespace:
 def main(cmd=None):
     args = parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    flush_denormals()
     with torch.no_grad():  # not torch.set_grad_enabled(False): main() may run inside another program
         inference(args)
 

@@ -144,6 +144,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from espnet_llm_asr import tiny_models
+    from espnet_llm_asr.torch_utils import flush_denormals
+
+    flush_denormals()  # before the first parallel op: the worker threads copy the mode
 
     if args.what == "ctc_decode":
         print(json.dumps(ctc_decode(args)))
