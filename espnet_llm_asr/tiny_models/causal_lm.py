@@ -9,8 +9,8 @@ from typing import Dict, Iterable, List, Optional, Union
 import numpy as np
 import torch
 
-from espnet_llm_asr.tiny_models.common import (PathLike, Schedule, atomic_dir, loss_summary, progress_bar,
-                                               read_lines, resolve_device)
+from espnet_llm_asr.tiny_models.common import (PathLike, Schedule, atomic_dir, batch_indices, loss_summary,
+                                               progress_bar, read_lines, resolve_device)
 from espnet_llm_asr.tiny_models.tokenizer import prompt_after_speech
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def pretrain_causal_lm(
     aligned_slot: Optional[Dict] = None,
     copy_text: str = "transcripts",
     copy_slot_loss: bool = True,
+    length_pool: Optional[int] = None,
 ) -> Dict[str, float]:
     """Train the LM in ``llm_dir`` on ``BOS + text + EOS`` of each line; save to ``out_dir`` (default: in place).
 
@@ -165,7 +166,12 @@ def pretrain_causal_lm(
     :class:`~espnet_llm_asr.copy_examples.RandomSentences`: nothing to
     memorise, so the LM learns to read the slot).  ``copy_slot_loss``:
     ``False`` puts no loss on a copy example's slot (its targets are then
-    all reads, as in aligned examples).
+    all reads, as in aligned examples).  ``length_pool``: ``None`` for random
+    batches, ``P`` for batches of lines of similar token count from sorted
+    pools of ``P`` batches (:func:`~espnet_llm_asr.tiny_models.common.batch_indices`;
+    less padding, so faster steps; measured on the default corpus: 1.5x
+    faster, but after 2500 steps the LM read dev copies at 0.737 against 0.917
+    with random batches, so the recipe keeps random batches).
     """
     from espnet_llm_asr.copy_examples import RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -199,9 +205,10 @@ def pretrain_causal_lm(
     schedule = Schedule(lr, steps, min(100, steps // 10) if warmup is None else warmup)
     model.train()
     losses: List[float] = []
+    batches = batch_indices([len(ids) for ids in token_lists], batch_size, gen, length_pool)
     with progress_bar(steps, "LM pretraining") as bar:
         for step in range(steps):
-            idx = torch.randint(len(token_lists), (min(batch_size, len(token_lists)),), generator=gen).tolist()
+            idx = next(batches)
             as_copy = (torch.rand(len(idx), generator=gen) < copy_fraction).tolist()
             # drawn only when used, so that aligned_fraction 0 keeps the random stream of earlier releases
             as_aligned = ((torch.rand(len(idx), generator=gen) < aligned_fraction).tolist() if aligned_fraction > 0

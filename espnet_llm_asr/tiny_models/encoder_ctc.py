@@ -10,8 +10,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from espnet_llm_asr.tiny_models.common import (PathLike, Schedule, atomic_dir, loss_summary, progress_bar,
-                                               resolve_device)
+from espnet_llm_asr.tiny_models.common import (PathLike, Schedule, atomic_dir, batch_indices, loss_summary,
+                                               progress_bar, resolve_device)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def pretrain_whisper_encoder_ctc(
     seed: int = 0,
     speed_perturb: Optional[Sequence[float]] = None,
     spec_augment: Optional[Dict] = None,
+    length_pool: Optional[int] = None,
 ) -> Dict[str, float]:
     """Train the Whisper encoder in ``whisper_dir`` with a character CTC head; save it back as a Whisper dir.
 
@@ -116,6 +117,10 @@ def pretrain_whisper_encoder_ctc(
         spec_augment: :class:`~espnet_llm_asr.tiny_models.mel_augment.MelAugment`
             keys (frequency warp, frequency and time masks of the log-mel);
             ``None``: off.
+        length_pool: ``None``: random batches (with replacement); ``P``:
+            batches of similar-length utterances, sorted within pools of
+            ``P`` batches (:func:`~espnet_llm_asr.tiny_models.common.batch_indices`),
+            which spends far less of each step on padding.
 
     Features come from :class:`~espnet_llm_asr.encoder.WhisperEncoder` with
     ``pad_to_30s=False, freeze=False``: the log-mel and masked encoder path
@@ -156,9 +161,10 @@ def pretrain_whisper_encoder_ctc(
     ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
     encoder.train()
     losses: List[float] = []
+    batches = batch_indices([len(w) for w, _ in data], batch_size, gen, length_pool)
     with progress_bar(steps, "encoder CTC pretraining") as bar:
         for step in range(steps):
-            idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen).tolist()
+            idx = next(batches)
             waves = [data[i][0] for i in idx]
             if speed_perturb:
                 picks = torch.randint(len(speed_perturb), (len(idx),), generator=gen).tolist()
