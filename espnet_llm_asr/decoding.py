@@ -116,3 +116,80 @@ class GreedyScores:
         if len(self.chosen) < steps:
             raise RuntimeError(f"greedy scores: {len(self.chosen)} steps recorded for {steps} generated tokens")
         return torch.stack(self.chosen[:steps], dim=1) if steps else sequences.new_zeros(sequences.size(0), 0).float()
+
+
+class CTCPrefixScoring:
+    """Joint CTC / LLM decoding (the hybrid scoring of Watanabe et al. 2017, ESPnet's
+    ``ctc_weight`` at decoding) as the first logits processor.
+
+    The CTC is the one the model was trained with (``model_conf.ctc_weight``):
+    the projector's output vectors read by the LLM's output head, blank = the
+    pad token.  Each candidate token c of a hypothesis h scores
+    ``(1 - weight) * log p_LLM(c | h) + weight * (log psi(h c) - log psi(h))``
+    with psi the CTC prefix probability (ESPnet's
+    :class:`espnet.nets.ctc_prefix_score.CTCPrefixScore`; for EOS, the
+    probability of h as the whole transcript), so a beam's accumulated score
+    is ``(1 - weight) log P_LLM(h) + weight log psi(h)``.  Only the
+    ``pre_beam`` best candidates by the LLM get the CTC term (ESPnet's
+    pre-beam; the others -inf); ``None`` scores every token.
+
+    Args:
+        ctc_log_probs: one (T_i, V) array of CTC log-probabilities per utterance
+            (T_i = the utterance's projected vectors).  An utterance with no
+            vector keeps the LLM's scores alone.
+        num_beams: rows of ``input_ids`` per utterance (adjacent).
+        weight: in [0, 1].
+        blank, eos: the CTC blank and the LLM's EOS ids.
+        pre_beam: candidates per row that get the CTC term, or None for all.
+
+    ``input_ids``: (rows, generated so far) (with ``inputs_embeds`` transformers
+    passes only the generated ids); ``scores``: (rows, V) logits (greedy) or
+    log-probabilities (beam search).  Returns (rows, V) joint log-scores.
+    """
+
+    def __init__(self, ctc_log_probs, num_beams: int, weight: float, blank: int, eos: int,
+                 pre_beam: Optional[int] = None):
+        import numpy as np
+        from espnet.nets.ctc_prefix_score import CTCPrefixScore
+
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {weight}")
+        if pre_beam is not None and pre_beam < 1:
+            raise ValueError(f"ctc_pre_beam must be >= 1 or null (every token), got {pre_beam}")
+        self.np = np
+        self.scorers = [CTCPrefixScore(x, blank, eos, np) if len(x) else None for x in ctc_log_probs]
+        self.num_beams = num_beams
+        self.weight = float(weight)
+        self.eos = eos
+        self.pre_beam = pre_beam
+        self.states: Dict = {}  # (utterance, prefix) -> (CTC state (T, 2), log psi(prefix))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        np = self.np
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        joint = torch.full_like(logp, float("-inf"))
+        length = input_ids.size(1)
+        self.states = {k: v for k, v in self.states.items() if len(k[1]) >= length}
+        vocab = logp.size(1)
+        for row, ids in enumerate(input_ids.tolist()):
+            utt = row // self.num_beams
+            scorer = self.scorers[utt]
+            if scorer is None or self.eos in ids:
+                joint[row] = logp[row]
+                continue
+            prefix = tuple(ids)
+            state = self.states.get((utt, prefix))
+            r_prev, psi_prev = state if state is not None else (scorer.initial_state(), 0.0)
+            if self.pre_beam is None or self.pre_beam >= vocab:
+                cand = torch.arange(vocab)
+            else:
+                cand = logp[row].topk(self.pre_beam).indices.cpu()
+            cs = cand.numpy()
+            with np.errstate(invalid="ignore"):  # ESPnet leaves the unreachable early frames unset
+                psi, r_new = scorer([-1] + list(prefix), cs, r_prev)
+            delta = torch.from_numpy(np.asarray(psi - psi_prev, dtype=np.float32)).to(logp.device)
+            cand = cand.to(logp.device)
+            joint[row, cand] = (1.0 - self.weight) * logp[row, cand] + self.weight * delta
+            for j, c in enumerate(cs.tolist()):
+                self.states[(utt, prefix + (c,))] = (r_new[j], float(psi[j]))
+        return joint

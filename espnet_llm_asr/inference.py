@@ -86,6 +86,8 @@ class Speech2Text:
             decoding path (``"static"`` KV cache, compiled decoding step,
             shape rounding; see :meth:`LLMASRModel.generate`); the same
             hypotheses as the default dynamic cache.
+        ctc_weight, ctc_pre_beam: joint CTC / LLM decoding (see
+            :meth:`LLMASRModel.generate`).
     """
 
     def __init__(
@@ -105,6 +107,8 @@ class Speech2Text:
         cache_implementation: str = "dynamic",
         compile_decoding: Optional[bool] = None,
         length_multiple: int = 1,
+        ctc_weight: float = 0.0,
+        ctc_pre_beam: Optional[int] = None,
     ):
         if num_beam_groups > 1 or diversity_penalty:
             raise ValueError(
@@ -122,7 +126,10 @@ class Speech2Text:
             config = Path(exp_dir) / "config.yaml"
         if model_file is None and exp_dir is not None:
             model_file = find_model_file(exp_dir)
+        if not 0.0 <= ctc_weight <= 1.0:  # fail before loading
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         self.model, self.args = load_trained_model(config, model_file, device)
+        self.model.check_decoding_ctc(ctc_weight)
         self.device = device
         self.lang_list = self.model.lang_list
         self.decode_conf = dict(
@@ -130,7 +137,7 @@ class Speech2Text:
             max_tokens_per_second=max_tokens_per_second, repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
             cache_implementation=cache_implementation, compile_decoding=compile_decoding,
-            length_multiple=length_multiple,
+            length_multiple=length_multiple, ctc_weight=ctc_weight, ctc_pre_beam=ctc_pre_beam,
         )
 
     # ------------------------------------------------------------------ io

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from espnet_llm_asr.decoding import (GreedyScores, PerUtteranceCap, RepetitionPenalty, generation_cache_kwargs,
-                                     round_up)
+from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
+                                     generation_cache_kwargs, round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
 from espnet_llm_asr.llm import CausalLLM
 from espnet_llm_asr.projectors import ProjectorOutput
@@ -342,6 +342,8 @@ class LLMASRModel(AbsESPnetModel):
         cache_implementation: str = "dynamic",
         compile_decoding: Optional[bool] = None,
         length_multiple: int = 1,
+        ctc_weight: float = 0.0,
+        ctc_pre_beam: Optional[int] = None,
     ) -> Tuple[List[List[int]], List[float], ProjectorOutput]:
         """Batched KV-cached decoding.
 
@@ -369,17 +371,26 @@ class LLMASRModel(AbsESPnetModel):
                 per-utterance caps still stop each hypothesis where they did),
                 so that a static cache and a compiled step see few distinct
                 shapes.  1: no rounding.
+            ctc_weight: joint CTC / LLM decoding (:class:`CTCPrefixScoring`):
+                the weight of the CTC prefix score of the projected vectors
+                read by the LLM's head, the CTC this model was trained with
+                (needs ``model_conf.ctc_weight > 0`` and ``ctc_unit: token``).
+                0: the LLM alone.
+            ctc_pre_beam: candidates per hypothesis and step that get the CTC
+                term (the LLM's best); None: every token.
 
         Returns:
             token ids per utterance (without EOS), their scores (sum of token
             log-probabilities for greedy, the length-normalised beam score for
-            beam search), and the projector output (gates, CIF lengths).
+            beam search; with ``ctc_weight`` the joint scores), and the
+            projector output (gates, CIF lengths).
         """
         from transformers import LogitsProcessorList
 
         cache_kwargs = generation_cache_kwargs(cache_implementation, compile_decoding, speech.device)
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
+        self.check_decoding_ctc(ctc_weight)
         batch = speech.size(0)
         lang_ids = self._lang_ids(lang)
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
@@ -400,8 +411,15 @@ class LLMASRModel(AbsESPnetModel):
         greedy_scores = GreedyScores() if num_beams == 1 else None
         # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
         # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
+        ctc_scoring = []
+        if ctc_weight > 0:
+            log_probs = self.llm.token_logits(proj.embeds).float().log_softmax(-1).cpu().numpy()
+            ctc_scoring = [CTCPrefixScoring([log_probs[i, : int(n)] for i, n in enumerate(proj.lengths.tolist())],
+                                            num_beams, ctc_weight, self.llm.pad_token_id,
+                                            self.llm.eos_token_id, ctc_pre_beam)]
         processors = LogitsProcessorList(
-            ([RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
+            ctc_scoring
+            + ([RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
             + [PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)]
             + ([greedy_scores] if greedy_scores is not None else []))
         out = self.llm.model.generate(
@@ -437,6 +455,17 @@ class LLMASRModel(AbsESPnetModel):
             else:
                 hyp_scores.append(float(trans[i, : min(n + 1, trans.size(1))].sum()))
         return hyps, hyp_scores, proj
+
+    def check_decoding_ctc(self, ctc_weight: float) -> None:
+        """A ValueError unless decoding with this ``ctc_weight`` makes sense for this model."""
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        if ctc_weight > 0 and self.ctc_weight == 0:
+            raise ValueError("decoding ctc_weight > 0 needs a model trained with model_conf.ctc_weight > 0; "
+                             "this one was not, so the LLM head does not read its projected vectors as a CTC")
+        if ctc_weight > 0 and self.ctc_unit != "token":
+            raise ValueError(f"decoding ctc_weight > 0 needs model_conf.ctc_unit: token (the LLM's tokens); "
+                             f"this model's CTC was trained on {self.ctc_unit!r}")
 
     @staticmethod
     def _durations(speech, speech_lengths, sample_rate, frame_rate) -> List[float]:

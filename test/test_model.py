@@ -331,3 +331,36 @@ def test_lora_hold_steps_through_espnet_resume(assets):
     assert int(second["train_batches"]) == 8
     assert any(second[k].abs().sum() > 0 for k in lora_b)
     assert "lora_held=0.500" in proc.stderr  # batches 5-6 held, 7-8 not
+
+
+def test_joint_ctc_decoding(assets):
+    """Decoding with ctc_weight: a model trained with the auxiliary CTC decodes a batch
+    as it decodes each utterance alone (greedy and beam search), ctc_weight 0 is the
+    LLM-only decoding, and a model trained without the CTC is refused before decoding."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.inference import Speech2Text
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, "cif_smear")
+    out = root / "exp_joint_ctc"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
+                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0", *data_args(data)])
+    wavs = [root / "wav" / f"{uid}.wav" for uid, *_ in UTTS]
+    langs = [lang for _, lang, *_ in UTTS]
+    base = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6)
+    llm_only = [h.tokens for h in base.batch(wavs, langs)]
+    for beams in (1, 2):
+        s2t = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, num_beams=beams, ctc_weight=0.6)
+        batched = s2t.batch(wavs, langs)
+        alone = [s2t(w, lang=lang) for w, lang in zip(wavs, langs)]
+        assert [h.tokens for h in batched] == [h.tokens for h in alone]
+        assert all(np.isfinite(h.score) for h in batched)
+    zero = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, ctc_weight=0.0)
+    assert [h.tokens for h in zero.batch(wavs, langs)] == llm_only
+
+    no_ctc = root / "exp_no_ctc"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(no_ctc), "--ngpu", "0", "--max_epoch", "1",
+                         "--num_iters_per_epoch", "1", *data_args(data)])
+    with pytest.raises(ValueError, match="model_conf.ctc_weight > 0"):
+        Speech2Text(no_ctc, model_file=no_ctc / "1epoch.pth", ctc_weight=0.5)

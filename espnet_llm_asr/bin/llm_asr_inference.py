@@ -70,6 +70,12 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--repetition_penalty", type=float, default=1.0)
     g.add_argument("--no_repeat_ngram_size", type=int, default=0)
     g.add_argument("--length_penalty", type=float, default=1.0)
+    g.add_argument("--ctc_weight", type=float, default=0.0,
+                   help="joint CTC / LLM decoding: weight of the CTC prefix score of the projected vectors "
+                        "(needs a model trained with model_conf.ctc_weight > 0); 0: the LLM alone")
+    g.add_argument("--ctc_pre_beam", type=int, default=None,
+                   help="candidates per hypothesis and step that get the CTC score (the LLM's best); "
+                        "default: every token")
     f = p.add_argument_group("speed (same hypotheses)")
     f.add_argument("--sort_window", type=int, default=256,
                    help="read this many utterances ahead and decode them longest first in batches of "
@@ -242,7 +248,7 @@ def inference(args: argparse.Namespace) -> None:
         no_repeat_ngram_size=args.no_repeat_ngram_size, length_penalty=args.length_penalty,
         cache_implementation=args.cache_implementation,
         compile_decoding=_auto_bool(args.compile_decoding, "--compile_decoding"),
-        length_multiple=args.length_multiple,
+        length_multiple=args.length_multiple, ctc_weight=args.ctc_weight, ctc_pre_beam=args.ctc_pre_beam,
     )
     out_dir = Path(args.output_dir) / "1best_recog"
     out_dir.mkdir(parents=True, exist_ok=True)
