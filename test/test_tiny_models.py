@@ -263,10 +263,13 @@ def test_length_pooled_batches_cover_every_item_once_a_pass_with_little_padding(
     assert [next(batches) for _ in range(13)] != one_pass
     again = batch_indices(lengths, 8, torch.Generator().manual_seed(0), length_pool=4)
     assert [next(again) for _ in range(13)] == one_pass
+    # bad arguments fail at the call, before any batch is asked for (and any model loaded)
     with pytest.raises(ValueError, match="length_pool"):
-        next(batch_indices(lengths, 8, gen, length_pool=-1))
+        batch_indices(lengths, 8, gen, length_pool=-1)
     with pytest.raises(ValueError, match="no items"):
-        next(batch_indices([], 8, gen))
+        batch_indices([], 8, gen)
+    with pytest.raises(ValueError, match="batch_size"):
+        batch_indices(lengths, 0, gen)
 
 
 def test_pretrain_whisper_encoder_ctc_loss_falls(tmp_path):

@@ -116,6 +116,14 @@ def batch_indices(lengths: List[int], batch_size: int, generator: torch.Generato
     if length_pool is not None and length_pool < 0:
         raise ValueError(f"length_pool must be a number of batches >= 1 (or null for random batches), "
                          f"got {length_pool}")
+    # checked here, at the call, not at the first next() (before the model is loaded and trained)
+    return _batches(lengths, batch_size, generator, length_pool)
+
+
+def _batches(lengths: List[int], batch_size: int, generator: torch.Generator,
+             length_pool: Optional[int]) -> Iterator[List[int]]:
+    """The generator behind :func:`batch_indices` (arguments already checked)."""
+    n = len(lengths)
     if not length_pool:
         while True:
             yield torch.randint(n, (min(batch_size, n),), generator=generator).tolist()
