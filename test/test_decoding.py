@@ -82,3 +82,23 @@ def test_utterance_without_vectors_keeps_llm_scores_and_bad_options_fail():
         CTCPrefixScoring([], num_beams=1, weight=1.5, blank=BLANK, eos=EOS)
     with pytest.raises(ValueError, match="ctc_pre_beam"):
         CTCPrefixScoring([], num_beams=1, weight=0.5, blank=BLANK, eos=EOS, pre_beam=0)
+
+
+def test_every_recipe_decoding_config_parses():
+    """The recipe's decoding configs hold only known options, with a valid ctc_weight;
+    the shipped default decodes jointly, conf/decode_llm.yaml with the LLM alone."""
+    from pathlib import Path
+
+    from espnet_llm_asr.bin.llm_asr_inference import parse_args
+
+    conf = Path(__file__).resolve().parents[1] / "egs2" / "indic" / "asr1" / "conf"
+    configs = sorted(conf.glob("decode*.yaml")) + sorted(conf.glob("*/decode*.yaml"))
+    assert conf / "decode.yaml" in configs and len(configs) >= 4
+    weights = {}
+    for path in configs:
+        args = parse_args(["--config", str(path), "--output_dir", "x",
+                           "--data_path_and_name_and_type", "wav.scp,speech,sound"])
+        assert 0.0 <= args.ctc_weight <= 1.0, path
+        weights[path.name if path.parent == conf else f"{path.parent.name}/{path.name}"] = args.ctc_weight
+    assert weights["decode.yaml"] > 0 and weights["decode_llm.yaml"] == 0
+    assert weights["decode_paper.yaml"] == 0  # the papers' configs train no CTC
