@@ -118,6 +118,13 @@ class GreedyScores:
         return torch.stack(self.chosen[:steps], dim=1) if steps else sequences.new_zeros(sequences.size(0), 0).float()
 
 
+def check_ctc_weight(weight: float) -> float:
+    """``weight`` if it is a joint-decoding CTC weight (in [0, 1]); a ValueError otherwise."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {weight}")
+    return float(weight)
+
+
 class CTCPrefixScoring:
     """Joint CTC / LLM decoding (the hybrid scoring of Watanabe et al. 2017, ESPnet's
     ``ctc_weight`` at decoding) as the first logits processor.
@@ -152,8 +159,7 @@ class CTCPrefixScoring:
         import numpy as np
         from espnet.nets.ctc_prefix_score import CTCPrefixScore
 
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {weight}")
+        check_ctc_weight(weight)
         if pre_beam is not None and pre_beam < 1:
             raise ValueError(f"ctc_pre_beam must be >= 1 or null (every token), got {pre_beam}")
         self.np = np

@@ -117,7 +117,7 @@ class Speech2Text:
             )
         if exp_dir is None and config is None:
             raise ValueError("give exp_dir or config (+ model_file)")
-        from espnet_llm_asr.decoding import generation_cache_kwargs
+        from espnet_llm_asr.decoding import check_ctc_weight, generation_cache_kwargs
 
         generation_cache_kwargs(cache_implementation, compile_decoding, torch.device(device))  # fail before loading
         if length_multiple < 1:
@@ -126,8 +126,7 @@ class Speech2Text:
             config = Path(exp_dir) / "config.yaml"
         if model_file is None and exp_dir is not None:
             model_file = find_model_file(exp_dir)
-        if not 0.0 <= ctc_weight <= 1.0:  # fail before loading
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        check_ctc_weight(ctc_weight)  # fail before loading; what needs the model is checked after
         self.model, self.args = load_trained_model(config, model_file, device)
         self.model.check_decoding_ctc(ctc_weight)
         self.device = device

@@ -30,7 +30,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
-                                     generation_cache_kwargs, round_up)
+                                     check_ctc_weight, generation_cache_kwargs, round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
 from espnet_llm_asr.llm import CausalLLM
 from espnet_llm_asr.projectors import ProjectorOutput
@@ -409,14 +409,14 @@ class LLMASRModel(AbsESPnetModel):
             caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(round(s * max_tokens_per_second, 6))))
                     for s in secs]
         greedy_scores = GreedyScores() if num_beams == 1 else None
-        # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
-        # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
         ctc_scoring = []
         if ctc_weight > 0:
             log_probs = self.llm.token_logits(proj.embeds).float().log_softmax(-1).cpu().numpy()
             ctc_scoring = [CTCPrefixScoring([log_probs[i, : int(n)] for i, n in enumerate(proj.lengths.tolist())],
                                             num_beams, ctc_weight, self.llm.pad_token_id,
                                             self.llm.eos_token_id, ctc_pre_beam)]
+        # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
+        # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
         processors = LogitsProcessorList(
             ctc_scoring
             + ([RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
@@ -458,8 +458,7 @@ class LLMASRModel(AbsESPnetModel):
 
     def check_decoding_ctc(self, ctc_weight: float) -> None:
         """A ValueError unless decoding with this ``ctc_weight`` makes sense for this model."""
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        check_ctc_weight(ctc_weight)
         if ctc_weight > 0 and self.ctc_weight == 0:
             raise ValueError("decoding ctc_weight > 0 needs a model trained with model_conf.ctc_weight > 0; "
                              "this one was not, so the LLM head does not read its projected vectors as a CTC")
