@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 
 
@@ -156,22 +157,18 @@ class CTCPrefixScoring:
 
     def __init__(self, ctc_log_probs, num_beams: int, weight: float, blank: int, eos: int,
                  pre_beam: Optional[int] = None):
-        import numpy as np
         from espnet.nets.ctc_prefix_score import CTCPrefixScore
 
-        check_ctc_weight(weight)
         if pre_beam is not None and pre_beam < 1:
             raise ValueError(f"ctc_pre_beam must be >= 1 or null (every token), got {pre_beam}")
-        self.np = np
         self.scorers = [CTCPrefixScore(x, blank, eos, np) if len(x) else None for x in ctc_log_probs]
         self.num_beams = num_beams
-        self.weight = float(weight)
+        self.weight = check_ctc_weight(weight)
         self.eos = eos
         self.pre_beam = pre_beam
         self.states: Dict = {}  # (utterance, prefix) -> (CTC state (T, 2), log psi(prefix))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        np = self.np
         logp = torch.log_softmax(scores.float(), dim=-1)
         joint = torch.full_like(logp, float("-inf"))
         length = input_ids.size(1)
