@@ -191,6 +191,35 @@ def test_auxiliary_ctc_through_the_llm_output_head(models):
         _model(models, model_conf={"ctc_weight": -1.0})
 
 
+def test_auxiliary_ctc_blank_bias(models):
+    """ctc_blank_bias: a trainable scalar added to the CTC's blank logit only (the LLM head
+    untouched); it trains, is saved, decoding's CTC uses it, and without the CTC it is refused."""
+    torch.manual_seed(0)
+    model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 5.0}).eval()
+    pad = model.llm.pad_token_id
+    feats = torch.randn(2, 20, 8)
+    proj = model.frontend.project(feats, torch.tensor([20, 15]), torch.tensor([0, 1]))
+    logits = model.llm.token_logits(proj.embeds).float()
+    expected = logits.clone()
+    expected[..., pad] += 5.0
+    lp = model.ctc_log_probs(proj.embeds)
+    torch.testing.assert_close(lp, expected.log_softmax(-1))
+    assert (lp[..., pad] > logits.log_softmax(-1)[..., pad]).all()  # the blank made more likely
+    plain = _model(models, model_conf={"ctc_weight": 1.0}).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "ctc_blank_bias"})
+    torch.testing.assert_close(plain.ctc_log_probs(proj.embeds), logits.log_softmax(-1))
+    model.zero_grad()
+    model.ctc_loss(proj, [[5, 6], [7]]).backward()
+    assert model.ctc_blank_bias.grad is not None and model.ctc_blank_bias.grad.abs() > 0
+    assert all(p.grad is None for p in model.llm.parameters())  # the head stays frozen
+    assert "ctc_blank_bias" in model.state_dict()
+    other = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 0.0})
+    other.load_state_dict(model.state_dict())
+    assert float(other.ctc_blank_bias) == 5.0
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        _model(models, model_conf={"ctc_blank_bias": 5.0})
+
+
 def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
     """ctc_unit char: the same CTC, its targets the transcript spelled in single-character pieces."""
     from espnet_llm_asr.copy_examples import CharSpeller
