@@ -334,7 +334,7 @@ def test_lora_hold_steps_through_espnet_resume(assets):
 
 
 def test_joint_ctc_decoding(assets):
-    """Decoding with ctc_weight: a model trained with the auxiliary CTC decodes a batch
+    """Decoding with ctc_weight: a model trained with the auxiliary CTC (and a blank offset) decodes a batch
     as it decodes each utterance alone (greedy and beam search), ctc_weight 0 is the
     LLM-only decoding, and a model trained without the CTC is refused before decoding."""
     import espnet_llm_asr  # noqa: F401
@@ -345,7 +345,8 @@ def test_joint_ctc_decoding(assets):
     conf = train_config(root, models, "cif_smear")
     out = root / "exp_joint_ctc"
     LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
-                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0", *data_args(data)])
+                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0",
+                         "--model_conf", "ctc_blank_bias=5.0", *data_args(data)])
     wavs = [root / "wav" / f"{uid}.wav" for uid, *_ in UTTS]
     langs = [lang for _, lang, *_ in UTTS]
     base = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6)
@@ -356,6 +357,12 @@ def test_joint_ctc_decoding(assets):
         alone = [s2t(w, lang=lang) for w, lang in zip(wavs, langs)]
         assert [h.tokens for h in batched] == [h.tokens for h in alone]
         assert all(np.isfinite(h.score) for h in batched)
+    # the trained blank offset came back with the checkpoint, and decoding's CTC is the model's
+    assert float(s2t.model.ctc_blank_bias) != 5.0
+    calls, ctc_log_probs = [], s2t.model.ctc_log_probs
+    s2t.model.ctc_log_probs = lambda embeds: calls.append(embeds.shape) or ctc_log_probs(embeds)
+    s2t(wavs[0], lang=langs[0])
+    assert len(calls) == 1
     zero = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, ctc_weight=0.0)
     assert [h.tokens for h in zero.batch(wavs, langs)] == llm_only
 
