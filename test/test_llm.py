@@ -193,7 +193,8 @@ def test_auxiliary_ctc_through_the_llm_output_head(models):
 
 def test_auxiliary_ctc_blank_bias(models):
     """ctc_blank_bias: a trainable scalar added to the CTC's blank logit only (the LLM head
-    untouched); it trains, is saved, decoding's CTC uses it, and without the CTC it is refused."""
+    untouched); it trains, is saved, and without the CTC it is refused (decoding's use of it:
+    test_model.py::test_joint_ctc_decoding)."""
     torch.manual_seed(0)
     model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 5.0}).eval()
     pad = model.llm.pad_token_id
