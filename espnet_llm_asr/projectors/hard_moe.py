@@ -42,9 +42,12 @@ class HardMoEProjector(AbsProjector):
     if ``eval_capacity_factor`` is set) is ``ceil(capacity_factor * k * N / E)`` frames
     per expert, N = real frames in the batch.  Slots are given GShard-style: every
     frame's 1st choice before any 2nd choice, in frame order within a rank.
-    Over capacity: the overflowing choice is dropped and the frame's kept choices
-    are renormalised (a frame with one kept choice gets that expert's output with
-    weight 1); a frame whose every choice overflowed gets a ZERO embedding.
+    Over capacity: the overflowing choice is dropped.  With ``renormalize_kept``
+    (default) the frame's kept choices are renormalised (a frame with one kept
+    choice gets that expert's output with weight 1); without it the kept choices
+    keep their top-k weights, as GShard combines (a frame whose 1st choice
+    overflowed gets only g2 / (g1 + g2) of its 2nd expert).  A frame whose every
+    choice overflowed gets a ZERO embedding either way.
     Load-balance loss (Switch/GShard): ``load_balance_weight * E * sum_e f_e * P_e``,
     f_e = share of the N*k choices (before capacity) that picked e, P_e = mean
     router probability (1.0 when balanced).
@@ -55,7 +58,7 @@ class HardMoEProjector(AbsProjector):
 
     def __init__(self, input_dim: int, output_dim: int, hidden_dim: int = 2048, num_experts: int = 4,
                  top_k: int = 2, capacity_factor: float = 1.0, eval_capacity_factor: Optional[float] = None,
-                 load_balance_weight: float = 0.01, downsample_rate: int = 5):
+                 load_balance_weight: float = 0.01, downsample_rate: int = 5, renormalize_kept: bool = True):
         super().__init__(input_dim, output_dim)
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in 1..num_experts={num_experts}, got {top_k}")
@@ -67,6 +70,7 @@ class HardMoEProjector(AbsProjector):
         self.capacity_factor = capacity_factor
         self.eval_capacity_factor = eval_capacity_factor
         self.load_balance_weight = load_balance_weight
+        self.renormalize_kept = renormalize_kept
         self.downsampler = SharedDownsampler(input_dim, downsample_rate)
         self.router = torch.nn.Linear(input_dim, num_experts)
         self.experts = ExpertBank(num_experts, input_dim, hidden_dim, output_dim)
@@ -88,11 +92,13 @@ class HardMoEProjector(AbsProjector):
             one_hot = torch.nn.functional.one_hot(order, e)
             slot = (one_hot.cumsum(0) * one_hot).sum(-1) - 1
             kept = (slot < capacity).view(k, n).t()
-        # p_i / sum of the kept p_j, as a softmax of the kept choices' logits: dividing tiny
+        # p_i / sum of the (kept) top-k p_j, as a softmax of their logits: dividing tiny
         # probabilities of a saturated router underflows (wrong weights, NaN gradients)
-        kept_logits = logits.gather(-1, top_e).masked_fill(~kept, float("-inf"))
-        none_kept = ~kept.any(-1, keepdim=True)
-        combine = torch.softmax(kept_logits.masked_fill(none_kept, 0.0), dim=-1) * kept
+        top_logits = logits.gather(-1, top_e)
+        if self.renormalize_kept:
+            none_kept = ~kept.any(-1, keepdim=True)
+            top_logits = top_logits.masked_fill(~kept, float("-inf")).masked_fill(none_kept, 0.0)
+        combine = torch.softmax(top_logits, dim=-1) * kept
         return Routing(probs, top_e, kept, combine, capacity)
 
     def load_balance_loss(self, routing: Routing) -> torch.Tensor:
@@ -124,7 +130,8 @@ class HardMoEProjector(AbsProjector):
 
         Detached, for analysis (usage, gate entropy, gate language-ID), not a
         merge weight.  Rows sum to 1 unless frames overflowed every choice
-        (those count as 0); an utterance without frames gets 1/E each.
+        (those count as 0) or, without ``renormalize_kept``, any choice; an
+        utterance without frames gets 1/E each.
         """
         n_frames, e = routing.probs.size(0), self.num_experts
         per_frame = routing.probs.new_zeros(n_frames, e).scatter_add(
