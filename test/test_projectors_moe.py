@@ -28,15 +28,17 @@ def test_hard_moe_top_k_and_capacity():
     for e in range(E):
         assert int(((r.experts == e) & r.kept).sum()) <= r.capacity
     assert int(((r.experts == 0) & r.kept).sum()) == r.capacity  # expert 0 is full
-    torch.testing.assert_close(r.combine.sum(-1)[r.kept.any(-1)], torch.ones(int(r.kept.any(-1).sum()),
-                                                                              dtype=torch.float64))
+    # frames that kept every choice: weights sum to 1; a dropped choice takes its weight with it
+    both = r.kept.all(-1)
+    torch.testing.assert_close(r.combine.sum(-1)[both], torch.ones(int(both.sum()), dtype=torch.float64))
+    assert bool((~r.kept.all(-1)).any()) and bool((r.combine.sum(-1)[~both] < 1).all())
     # eval: no capacity by default
     r_eval = proj.eval().route(frames)
     assert r_eval.capacity is None and bool(r_eval.kept.all())
 
 
 def test_hard_moe_over_capacity_keeps_other_choice_renormalised():
-    proj = _hard_moe().train()
+    proj = _hard_moe(renormalize_kept=True).train()
     with torch.no_grad():
         proj.router.weight.zero_()
         proj.router.weight[1, 0] = 5.0
@@ -58,7 +60,7 @@ def test_hard_moe_over_capacity_keeps_other_choice_renormalised():
 
 
 def test_hard_moe_gshard_combine_keeps_top_k_weights():
-    """renormalize_kept=False: a frame whose 1st choice overflowed keeps its 2nd expert at the
+    """renormalize_kept=False (the default): a frame whose 1st choice overflowed keeps its 2nd expert at the
     top-2 weight g2 / (g1 + g2) (GShard), not 1; frames that kept both choices get the same
     weights as with the default."""
     frames = torch.zeros(8, D_IN, dtype=torch.float64)
@@ -88,7 +90,7 @@ def test_hard_moe_saturated_router_keeps_gradients_finite():
     """A frame whose first choice overflowed keeps a second choice of tiny probability: its weight
     is 1, and the gradient through the renormalisation stays finite (measured: a saturated router
     gave NaN gradients and stopped a training run at epoch 6).  float32, as in training."""
-    proj = _hard_moe().float().train()
+    proj = _hard_moe(renormalize_kept=True).float().train()
     with torch.no_grad():
         proj.router.weight.zero_()
         proj.router.weight[:3, :3] = torch.eye(3)

@@ -42,12 +42,14 @@ class HardMoEProjector(AbsProjector):
     if ``eval_capacity_factor`` is set) is ``ceil(capacity_factor * k * N / E)`` frames
     per expert, N = real frames in the batch.  Slots are given GShard-style: every
     frame's 1st choice before any 2nd choice, in frame order within a rank.
-    Over capacity: the overflowing choice is dropped.  With ``renormalize_kept``
-    (default) the frame's kept choices are renormalised (a frame with one kept
-    choice gets that expert's output with weight 1); without it the kept choices
-    keep their top-k weights, as GShard combines (a frame whose 1st choice
-    overflowed gets only g2 / (g1 + g2) of its 2nd expert).  A frame whose every
-    choice overflowed gets a ZERO embedding either way.
+    Over capacity: the overflowing choice is dropped and the kept choices keep
+    their top-k weights, as GShard combines (a frame whose 1st choice overflowed
+    gets only g2 / (g1 + g2) of its 2nd expert); a frame whose every choice
+    overflowed gets a ZERO embedding.  ``renormalize_kept=True`` (this
+    projector's behaviour before 2026-12-01) renormalises the kept choices
+    instead (one kept choice gets weight 1): measured on the toy corpus, the
+    router then collapses onto one expert and half of each batch's frames go to
+    an unpopular expert at full weight (recipe HISTORY.md, session 17).
     Load-balance loss (Switch/GShard): ``load_balance_weight * E * sum_e f_e * P_e``,
     f_e = share of the N*k choices (before capacity) that picked e, P_e = mean
     router probability (1.0 when balanced).
@@ -58,7 +60,7 @@ class HardMoEProjector(AbsProjector):
 
     def __init__(self, input_dim: int, output_dim: int, hidden_dim: int = 2048, num_experts: int = 4,
                  top_k: int = 2, capacity_factor: float = 1.0, eval_capacity_factor: Optional[float] = None,
-                 load_balance_weight: float = 0.01, downsample_rate: int = 5, renormalize_kept: bool = True):
+                 load_balance_weight: float = 0.01, downsample_rate: int = 5, renormalize_kept: bool = False):
         super().__init__(input_dim, output_dim)
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in 1..num_experts={num_experts}, got {top_k}")
