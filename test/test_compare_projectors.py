@@ -103,3 +103,19 @@ def test_compare_table_has_routing_for_moes(tmp_path):
     entropy = -(g * np.log(g)).sum(1).mean()
     assert cells[5].startswith(f"{entropy:.3f} (max {np.log(2):.3f})")
     assert cells[6] == "1.000 (chance 0.50)"
+
+
+def test_compare_routing_names_the_decode_tag_and_no_negative_zero(tmp_path):
+    """An experiment decoded with two tags gets one routing row per tag, each naming its tag;
+    gates all on one expert give entropy 0.000 (not -0.000)."""
+    pytest.importorskip("jiwer")
+    hard = _exp(tmp_path, "train_hard_moe", "hard_moe", {}, 20, 2)
+    _write(hard / "decode_y_valid.acc.ave" / "test" / "score_wer" / "result.txt",
+           (hard / "decode_x_valid.acc.ave" / "test" / "score_wer" / "result.txt").read_text().splitlines())
+    gates = {"hi_s1-u1": (1.0, 0.0), "hi_s1-u2": (1.0, 0.0), "ta_s2-u1": (1.0, 0.0), "ta_s2-u2": (1.0, 0.0)}
+    for tag in ("decode_x_valid.acc.ave", "decode_y_valid.acc.ave"):
+        _write(hard / tag / "test" / "gates", [f"{k} {a} {b}" for k, (a, b) in gates.items()])
+    text = compare_projectors([hard], tmp_path / "out.md", ref_root=tmp_path / "dump" / "raw")
+    rows = [ln for ln in text.split("### Routing")[1].splitlines() if ln.startswith("|asr_")]
+    assert sorted(r.split("|")[2] for r in rows) == ["decode_x_valid.acc.ave/test", "decode_y_valid.acc.ave/test"]
+    assert all(r.split("|")[5].startswith("0.000 (max") for r in rows), rows

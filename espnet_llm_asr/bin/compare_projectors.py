@@ -67,9 +67,13 @@ def _utt2lang(r: TestSetResult, ref_root: Optional[Path]) -> Optional[Dict[str, 
 
 
 def routing_lines(results: Dict[Path, List[TestSetResult]], ref_root: Optional[Path]) -> List[str]:
-    """Markdown rows ``|experiment|test set|usage per expert|gate entropy|gate LID|`` for decodes with gates."""
+    """Markdown rows ``|experiment|test set|usage per expert|gate entropy|gate LID|`` for decodes with gates.
+
+    The test set reads ``<decode tag>/<test set>`` for an experiment decoded with more than one tag.
+    """
     rows = []
     for exp_dir, res in results.items():
+        several_tags = len({r.decode_tag for r in res}) > 1
         for r in res:
             if not (r.path / "gates").is_file():
                 continue
@@ -78,7 +82,7 @@ def routing_lines(results: Dict[Path, List[TestSetResult]], ref_root: Optional[P
                 continue
             g = np.stack(list(gates.values()))  # (N, E)
             usage = " / ".join(f"{u:.2f}" for u in g.mean(0))
-            entropy = float(-(g * np.log(np.clip(g, 1e-12, None))).sum(1).mean())
+            entropy = max(0.0, float(-(g * np.log(np.clip(g, 1e-12, None))).sum(1).mean()))  # no "-0.000"
             lid = "-"
             utt2lang = _utt2lang(r, ref_root)
             if utt2lang is not None:
@@ -87,7 +91,8 @@ def routing_lines(results: Dict[Path, List[TestSetResult]], ref_root: Optional[P
                     lid = f"{res_lid.accuracy:.3f} (chance {res_lid.chance:.2f})"
                 except ValueError as e:
                     lid = f"- ({e})"
-            rows.append(f"|{_exp_label(exp_dir)}|{r.test_set}|{g.shape[1]}|{usage}|{entropy:.3f} "
+            test_set = r.dataset if several_tags else r.test_set  # decode_tag/test_set where tags differ
+            rows.append(f"|{_exp_label(exp_dir)}|{test_set}|{g.shape[1]}|{usage}|{entropy:.3f} "
                         f"(max {np.log(g.shape[1]):.3f})|{lid}|")
     if not rows:
         return []

@@ -22,8 +22,9 @@ class Routing:
         experts: (N, k) chosen experts, best first.
         kept: (N, k) bool, False where the choice overflowed its expert's capacity.
         combine: (N, k) mixing weights: the chosen probabilities renormalised over
-            the KEPT choices of the frame (a softmax of their router logits);
-            all zero if every choice overflowed.
+            the frame's top-k choices (a softmax of their router logits), zero
+            where a choice overflowed (with ``renormalize_kept``: renormalised
+            over the KEPT choices); all zero if every choice overflowed.
         capacity: frames per expert, or None when unlimited.
     """
 
