@@ -268,13 +268,25 @@ def _score_subset(sclite: str, work: Path, ref_tok, hyp_tok, utt2spk, keys, labe
     logging.info(f"{label}: {score.error_rate:.2f} % sclite ({score.err}/{score.wrd}), "
                  f"{out['jiwer_error_rate']:.2f} % jiwer ({j_err}/{j_ref})")
     if (j_err, j_ref) != (score.err, score.wrd):
-        # sclite's alignment minimises 4*sub + 3*(ins + del), jiwer the plain error count, so
-        # sclite may count a few more errors; a different token count would be a real bug
-        big = j_ref != score.wrd or abs(out["jiwer_error_rate"] - score.error_rate) > 0.05
-        logging.log(logging.WARNING if big else logging.INFO,
+        logging.log(disagreement_level(score.err, score.wrd, j_err, j_ref),
                     f"{label}: sclite and jiwer differ (errors {score.err} vs {j_err}, tokens {score.wrd} vs "
                     f"{j_ref}); sclite's weighted alignment (sub 4, ins/del 3) can count slightly more errors")
     return out
+
+
+def disagreement_level(sclite_err: int, sclite_tokens: int, jiwer_err: int, jiwer_tokens: int,
+                       tolerance_pct: float = 1.0) -> int:
+    """Log level for sclite's and jiwer's error counts of the same hypotheses.
+
+    sclite's alignment minimises 4*sub + 3*(ins + del), jiwer's the plain error count, so
+    sclite may count more errors, never fewer: that is INFO up to ``tolerance_pct`` points
+    of error rate.  A different token count, fewer sclite errors or a larger gap mean the
+    two did not score the same text: WARNING.
+    """
+    if sclite_tokens != jiwer_tokens or sclite_err < jiwer_err or not sclite_tokens:
+        return logging.WARNING
+    gap = 100.0 * (sclite_err - jiwer_err) / sclite_tokens
+    return logging.WARNING if gap > tolerance_pct else logging.INFO
 
 
 def score_dir(ref_dir, hyp_dir, sclite: Optional[str] = None, nlsyms: Sequence[str] = (),
