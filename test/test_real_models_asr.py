@@ -281,7 +281,9 @@ def test_whisper_base_encoder_pad_to_30s_true_and_false(request):
     assert torch.equal(y_lengths, x_lengths) and y.shape == x.shape
     cosines = []
     for i, n in enumerate(y_lengths.tolist()):
-        assert _rel_diff(y[i, :n], alone[i]) < 1e-4  # float32 summation order only
+        # float32 summation order only: seen 5e-5 on an Intel Xeon, 1.2e-4 on the CI machine;
+        # padding that leaked into the batch (no attention mask) gives ~0.9
+        assert _rel_diff(y[i, :n], alone[i]) < 1e-3
         cosines.append(torch.nn.functional.cosine_similarity(y[i, :n], x[i, :n], dim=-1).mean().item())
     print(f"whisper-base features, pad_to_30s false vs true: mean frame cosine per utterance "
           f"{[round(c, 3) for c in cosines]}")
