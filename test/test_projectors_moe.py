@@ -62,7 +62,7 @@ def test_hard_moe_over_capacity_keeps_other_choice_renormalised():
 def test_hard_moe_gshard_combine_keeps_top_k_weights():
     """renormalize_kept=False (the default): a frame whose 1st choice overflowed keeps its 2nd expert at the
     top-2 weight g2 / (g1 + g2) (GShard), not 1; frames that kept both choices get the same
-    weights as with the default."""
+    weights as with renormalize_kept=True."""
     frames = torch.zeros(8, D_IN, dtype=torch.float64)
     frames[:, 0] = torch.tensor([1.0, -1.0] * 4)
     routes = {}
@@ -74,16 +74,16 @@ def test_hard_moe_gshard_combine_keeps_top_k_weights():
             proj.router.weight[2, 0] = -1.0
             proj.router.bias.copy_(torch.tensor([2.0, 0.0, 0.0, -5.0]))
         routes[renorm] = proj.route(frames)
-    r, default = routes[False], routes[True]
-    assert r.kept.tolist() == default.kept.tolist() and r.kept[:, 0].tolist() == [True] * 4 + [False] * 4
+    r, renorm = routes[False], routes[True]
+    assert r.kept.tolist() == renorm.kept.tolist() and r.kept[:, 0].tolist() == [True] * 4 + [False] * 4
     top = r.probs.gather(1, r.experts)
     top = top / top.sum(-1, keepdim=True)  # g_i / (g1 + g2), about (0.73, 0.27) here
     torch.testing.assert_close(r.combine[:4], top[:4])
-    torch.testing.assert_close(default.combine[:4], top[:4])
+    torch.testing.assert_close(renorm.combine[:4], top[:4])
     torch.testing.assert_close(r.combine[4:, 0], torch.zeros(4, dtype=torch.float64))
     torch.testing.assert_close(r.combine[4:, 1], top[4:, 1])
-    assert float(r.combine[4:, 1].max()) < 0.5  # and not the default's 1
-    torch.testing.assert_close(default.combine[4:, 1], torch.ones(4, dtype=torch.float64))
+    assert float(r.combine[4:, 1].max()) < 0.5  # and not renormalize_kept's 1
+    torch.testing.assert_close(renorm.combine[4:, 1], torch.ones(4, dtype=torch.float64))
 
 
 def test_hard_moe_saturated_router_keeps_gradients_finite():

@@ -336,4 +336,3 @@ def test_sclite_jiwer_disagreement_level():
     assert disagreement_level(1720, 3866, 1726, 3866) == logging.WARNING  # sclite cannot count fewer
     assert disagreement_level(1800, 3866, 1726, 3866) == logging.WARNING  # 1.9 points
     assert disagreement_level(0, 0, 0, 0) == logging.WARNING
-
