@@ -34,7 +34,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -153,6 +153,25 @@ def _remote_code_hint(name_or_path: str, trust_remote_code: bool):
         raise
 
 
+def input_embed_scale(model) -> float:
+    """The factor ``model``'s input-embedding layer multiplies token embeddings by (its ``embed_scale``), else 1."""
+    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
+
+
+def resolve_speech_embed_scale(value: Union[str, float], model) -> float:
+    """``llm_conf.speech_embed_scale``: ``auto`` -> :func:`input_embed_scale`; a positive number as it is."""
+    if value == "auto":
+        return input_embed_scale(model)
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not scale > 0 or scale == float("inf"):
+        raise ValueError(f"llm_conf.speech_embed_scale must be 'auto' or a positive number, got {value!r}")
+    return scale
+
+
 def is_lora_name(name: str) -> bool:
     """Whether a module or parameter name is part of peft's LoRA adapters (``lora_A``, ``lora_B``, ...)."""
     return "lora_" in name
@@ -171,6 +190,16 @@ class CausalLLM(torch.nn.Module):
         prompt_template: prompt with ``{speech}`` and optional ``{lang_instruction}``.
         use_chat_template: render the prompt with the tokenizer's chat template.
         lang_instruction: per-language sentence, ``{lang_name}``/``{lang}`` filled in.
+        speech_embed_scale: factor on the projected speech before it joins the
+            prompt's token embeddings.  ``auto`` (default): the factor the LLM's
+            input-embedding layer applies to its token embeddings (its
+            ``embed_scale``: sqrt(hidden) for Gemma, Gemma 2 and Gemma 3 in
+            transformers 5, 25.3 for Gemma-3-270M, 59.9 for Gemma-2-9B; 1 for
+            Llama, Qwen), so that the speech enters at the scale the LLM's
+            own inputs have, as the SMEAR-MoE authors' transformers 4.x did
+            for every input vector.  A number: that factor.  The training task
+            writes the resolved number into config.yaml, so decoding uses the
+            factor the projector was trained with.
     """
 
     def __init__(
@@ -184,6 +213,7 @@ class CausalLLM(torch.nn.Module):
         use_chat_template: bool = False,
         lang_instruction: Optional[str] = None,
         attn_implementation: Optional[str] = None,
+        speech_embed_scale: Union[str, float] = "auto",
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -221,6 +251,9 @@ class CausalLLM(torch.nn.Module):
         self.has_lora = bool(lora_conf)  # LoRA adapters were added
         self.model = model
         self.pinned_dtype = dtype != "float32"
+        self.speech_embed_scale = resolve_speech_embed_scale(speech_embed_scale, model)
+        logging.info("LLM %s: speech embedding scale %g (llm_conf.speech_embed_scale: %s)",
+                     model_name_or_path, self.speech_embed_scale, speech_embed_scale)
 
     @staticmethod
     def _add_lora(model, lora_conf: Dict):
@@ -250,6 +283,19 @@ class CausalLLM(torch.nn.Module):
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def max_aligned_length(self) -> Optional[int]:
+        """The longest batch the transcript-aligned training layout may have (:mod:`espnet_llm_asr.layout`):
+        the sliding window of a sliding-window attention (padding inside a row
+        moves keys out of it), None (no limit) without one."""
+        config = self.model.config
+        config = getattr(config, "text_config", None) or config
+        window = getattr(config, "sliding_window", None)
+        layer_types = getattr(config, "layer_types", None)
+        if window and (layer_types is None or "sliding_attention" in layer_types):
+            return int(window)
+        return None
 
     @property
     def eos_token_id(self) -> int:

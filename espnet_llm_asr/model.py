@@ -1,14 +1,15 @@
 """The LLM-ASR model: frontend (frozen encoder + projector) -> frozen causal LLM.
 
 Training input of one utterance (``P``: prompt text before the speech,
-``S``: prompt text after it, ``y``: transcript tokens)::
+``S``: prompt text after it, ``y``: transcript tokens, ``c``: the LLM's
+speech embedding scale)::
 
-    [ emb(P) | projector(speech) | emb(S) | emb(y) | emb(EOS) ]
+    [ emb(P) | c * projector(speech) | emb(S) | emb(y) | emb(EOS) ]
     labels:  -100 ... -100 ... -100 ...   y_1..y_N   EOS
 
-The batch is right padded (attention mask 0, labels -100, position ids
-counting real tokens only).  The loss is the cross-entropy over the
-transcript tokens and EOS plus the projector's (already weighted) auxiliary
+How a batch is padded (transcripts aligned, so that the LLM's output head
+runs only where the loss reads it) is :mod:`espnet_llm_asr.layout`'s.  The
+loss is the cross-entropy over the transcript tokens and EOS plus the projector's (already weighted) auxiliary
 loss, plus optionally (``ctc_weight > 0``; not in the papers) a CTC loss of
 the projected speech vectors read through the LLM's own output head, which
 pulls them towards the embeddings of the tokens spoken (useful when a small
@@ -32,10 +33,9 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
                                      check_ctc_weight, generation_cache_kwargs, round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
+from espnet_llm_asr.layout import IGNORE_ID, Prompted, generation_prefix, training_batch, utterance_pieces
 from espnet_llm_asr.llm import CausalLLM
 from espnet_llm_asr.projectors import ProjectorOutput
-
-IGNORE_ID = -100
 
 
 class LLMASRModel(AbsESPnetModel):
@@ -190,25 +190,11 @@ class LLMASRModel(AbsESPnetModel):
     def _lang_ids(self, lang: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if lang is None else lang.view(-1).long()
 
-    def _segments(
-        self,
-        proj: ProjectorOutput,
-        lang_ids: Optional[torch.Tensor],
-        texts: Optional[List[List[int]]] = None,
-    ) -> Tuple[List[torch.Tensor], List[int]]:
-        """Per-utterance input embeddings (L_i, D) and the index where labels start."""
-        device = proj.embeds.device
+    def _pieces(self, proj: ProjectorOutput, lang_ids: Optional[torch.Tensor],
+                texts: Optional[List[List[int]]] = None) -> List[Prompted]:
+        """Per-utterance prompt / speech (/ transcript) embeddings, :func:`~espnet_llm_asr.layout.utterance_pieces`."""
         langs = self._lang_codes(lang_ids, proj.embeds.size(0))
-        seqs, label_starts = [], []
-        for i, lang in enumerate(langs):
-            prefix, suffix = self.llm.prompt_ids(lang)
-            tail = suffix + (texts[i] + [self.llm.eos_token_id] if texts is not None else [])
-            ids = torch.tensor(prefix + tail, dtype=torch.long, device=device)
-            emb = self.llm.embed(ids)
-            speech = proj.embeds[i, : int(proj.lengths[i])].to(emb.dtype)
-            seqs.append(torch.cat([emb[: len(prefix)], speech, emb[len(prefix):]], dim=0))
-            label_starts.append(len(prefix) + speech.size(0) + len(suffix))
-        return seqs, label_starts
+        return utterance_pieces(self.llm, proj.embeds, proj.lengths, langs, texts)
 
     # -------------------------------------------------------------- training
     def forward(
@@ -237,26 +223,15 @@ class LLMASRModel(AbsESPnetModel):
         augment = self.specaug if self.training else None
         proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths, augment=augment)
         texts = [text[i, : int(text_lengths[i])].tolist() for i in range(batch)]
-        seqs, starts = self._segments(proj, lang_ids, texts)
-
-        lengths = torch.tensor([s.size(0) for s in seqs], device=speech.device)
-        max_len = int(lengths.max())
-        dim = seqs[0].size(-1)
-        inputs = seqs[0].new_zeros(batch, max_len, dim)
-        labels = torch.full((batch, max_len), IGNORE_ID, dtype=torch.long, device=speech.device)
-        for i, (seq, start) in enumerate(zip(seqs, starts)):
-            inputs[i, : seq.size(0)] = seq
-            labels[i, start: start + len(texts[i]) + 1] = torch.tensor(
-                texts[i] + [self.llm.eos_token_id], device=speech.device
-            )
-        attention_mask = (torch.arange(max_len, device=speech.device)[None] < lengths[:, None]).long()
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        pieces = self._pieces(proj, lang_ids, texts)
+        batch_in = training_batch(pieces, texts, self.llm.eos_token_id, self.llm.max_aligned_length)
 
         lora_held = self._lora_held()
         with self.llm.lora_disabled() if lora_held else contextlib.nullcontext():
-            logits = self.llm(inputs, attention_mask, position_ids)
+            logits = self.llm(batch_in.inputs, batch_in.attention_mask, batch_in.position_ids,
+                              logits_to_keep=batch_in.logits_to_keep)
         # the token at position t is predicted from position t-1
-        logits, targets = logits[:, :-1].float(), labels[:, 1:]
+        logits, targets = logits[:, :-1].float(), batch_in.targets
         mask = targets != IGNORE_ID
         loss_ce = F.cross_entropy(logits[mask], targets[mask])
         acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
@@ -417,14 +392,8 @@ class LLMASRModel(AbsESPnetModel):
         batch = speech.size(0)
         lang_ids = self._lang_ids(lang)
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
-        seqs, _ = self._segments(proj, lang_ids)
-        lengths = torch.tensor([s.size(0) for s in seqs], device=speech.device)
-        max_len = round_up(int(lengths.max()), length_multiple)
-        inputs = seqs[0].new_zeros(batch, max_len, seqs[0].size(-1))
-        attention_mask = torch.zeros(batch, max_len, dtype=torch.long, device=speech.device)
-        for i, seq in enumerate(seqs):  # left padding
-            inputs[i, max_len - seq.size(0):] = seq
-            attention_mask[i, max_len - seq.size(0):] = 1
+        inputs, attention_mask = generation_prefix(self._pieces(proj, lang_ids), length_multiple)
+        max_len = inputs.size(1)
 
         caps = [max_new_tokens] * batch
         if max_tokens_per_second:

@@ -2,8 +2,8 @@
 
 The converted dirs of ``bash tools/install_models.sh`` (checked themselves in
 test_real_models.py) are built into the LLM-ASR model from the recipe's
-``conf/real_small/train_smear_moe.yaml`` (frozen Whisper-base encoder with
-``pad_to_30s``, SMEAR-MoE projector made small here, frozen bf16 Gemma):
+``conf/real_small/train_smear_moe.yaml`` (frozen Whisper-base encoder on the
+real frames, ``pad_to_30s: false``, SMEAR-MoE projector made small here, frozen bf16 Gemma):
 
 * the real Gemma tokenizer in :class:`~espnet_llm_asr.llm.CausalLLM`: BOS /
   EOS / pad, the turn markers as single special tokens, byte fallback, the
@@ -90,7 +90,7 @@ def preprocess(task_args):
 
 @pytest.fixture(scope="module")
 def model(task_args):
-    """LLMASRModel: Whisper base (pad_to_30s) -> smear_moe (hidden 64) -> frozen bf16 Gemma 3 270M."""
+    """LLMASRModel: Whisper base (real frames) -> smear_moe (hidden 64) -> frozen bf16 Gemma 3 270M."""
     from espnet_llm_asr.task import LLMASRTask
 
     torch.manual_seed(0)
@@ -101,7 +101,7 @@ def model(task_args):
 
 @pytest.fixture(scope="module")
 def feats(model, utterances):
-    """Whisper-base features of the utterances (pad_to_30s): ((3, T, 512), (3,), lang ids (3, 1)).
+    """Whisper-base features of the utterances (real frames): ((3, T, 512), (3,), lang ids (3, 1)).
 
     Computed once by the model's own frozen encoder; the tests that train or
     decode more than once read these, as the recipe reads dumped features.
@@ -222,20 +222,29 @@ def test_chat_template_layout_token_by_token(request):
         embeds, mask, positions = captured["inputs_embeds"], captured["attention_mask"], captured["position_ids"]
         assert embeds.dtype == torch.bfloat16
         targets = []
-        for i, code in enumerate(["hi", "ta"]):
+        codes = ["hi", "ta"]
+        # the transcripts start at one position A (espnet_llm_asr.layout): a row's padding sits between
+        # its speech and the prompt text after it
+        start = max(len(llm.prompt_ids(c)[0]) + int(proj.lengths[i]) + len(llm.prompt_ids(c)[1])
+                    for i, c in enumerate(codes))
+        for i, code in enumerate(codes):
             pre, suf = llm.prompt_ids(code)
             n_speech = int(proj.lengths[i])
             after = suf + llm.tokenize(texts[i]) + [llm.eos_token_id]
-            n = len(pre) + n_speech + len(after)
+            head = len(pre) + n_speech
+            gap = start - head - len(suf)
+            n = head + len(after)
             assert torch.equal(embeds[i, : len(pre)], llm.embed(torch.tensor(pre)))
-            torch.testing.assert_close(embeds[i, len(pre): len(pre) + n_speech],
-                                       proj.embeds[i, :n_speech].to(torch.bfloat16))
-            assert torch.equal(embeds[i, len(pre) + n_speech: n], llm.embed(torch.tensor(after)))
-            assert mask[i].tolist() == [1] * n + [0] * (mask.shape[1] - n)  # right padded in training
-            assert positions[i, :n].tolist() == list(range(n))
+            # the speech at Gemma's own embedding scale (sqrt(640), which its embedding layer gives text)
+            assert llm.speech_embed_scale == pytest.approx(640 ** 0.5, rel=1e-2)
+            torch.testing.assert_close(embeds[i, len(pre): head],
+                                       (proj.embeds[i, :n_speech] * llm.speech_embed_scale).to(torch.bfloat16))
+            assert torch.equal(embeds[i, head + gap: head + gap + len(after)], llm.embed(torch.tensor(after)))
+            assert mask[i].tolist() == ([1] * head + [0] * gap + [1] * len(after)
+                                        + [0] * (mask.shape[1] - gap - n))
+            assert positions[i][mask[i].bool()].tolist() == list(range(n))
             # the loss reads the transcript and EOS, each predicted from the position before it
-            label_start = n - len(llm.tokenize(texts[i])) - 1
-            targets.append((i, label_start, after[len(suf):]))
+            targets.append((i, start, after[len(suf):]))
         with torch.no_grad():
             logits = llm(embeds, mask, positions).float()
         rows = torch.cat([logits[i, s - 1: s - 1 + len(t)] for i, s, t in targets])
@@ -258,11 +267,13 @@ def test_whisper_base_encoder_pad_to_30s_true_and_false(request):
 
     from espnet_llm_asr.encoder import WhisperEncoder
 
-    padded = model.frontend.encoder
-    assert padded.pad_to_30s and padded.freeze and not padded.training and padded.output_size() == 512
-    assert not any(p.requires_grad for p in padded.parameters())
-    x, x_lengths, _ = feats
+    configured = model.frontend.encoder  # conf/real_small: the real frames only
+    assert not configured.pad_to_30s and configured.freeze and not configured.training
+    assert configured.output_size() == 512 and not any(p.requires_grad for p in configured.parameters())
+    padded = WhisperEncoder(str(WHISPER_DIR), pad_to_30s=True)
     waves = [u[2] for u in utterances]
+    with torch.no_grad():
+        x, x_lengths = padded(*_wave_batch(waves))
     assert x_lengths.tolist() == [-(-(len(w) // 160) // 2) for w in waves]  # ceil(frames / 2), 50 per second
     fe = WhisperFeatureExtractor.from_pretrained(str(WHISPER_DIR))
     mel = torch.from_numpy(fe(waves, sampling_rate=16000, return_tensors="np").input_features)  # (3, 80, 3000)
@@ -279,6 +290,7 @@ def test_whisper_base_encoder_pad_to_30s_true_and_false(request):
         y, y_lengths = unpadded(speech, lengths)
         alone = [unpadded(speech[i: i + 1, : lengths[i]], lengths[i: i + 1])[0][0] for i in range(len(waves))]
     assert torch.equal(y_lengths, x_lengths) and y.shape == x.shape
+    torch.testing.assert_close(y, feats[0])  # what the recipe's config gives
     cosines = []
     for i, n in enumerate(y_lengths.tolist()):
         # float32 summation order only: seen 5e-5 on an Intel Xeon, 1.2e-4 on the CI machine;

@@ -27,23 +27,32 @@ def build_tiny_llm(
     seed: int = 0,
     max_position_embeddings: int = 2048,
     tie_word_embeddings: bool = True,
+    sliding_window: int = 512,
+    **extra,
 ) -> Path:
-    """Save a randomly initialised causal LM (``llama`` | ``qwen2``) with the tokenizer in ``out_dir``.
+    """Save a randomly initialised causal LM (``llama`` | ``qwen2`` | ``gemma2`` | ``gemma3``) with the
+    tokenizer in ``out_dir``.
 
     Vocabulary size = ``len(tokenizer)``; BOS/EOS/PAD ids from the tokenizer.
-    ``intermediate_size`` defaults to ``4 * hidden_size``.
+    ``intermediate_size`` defaults to ``4 * hidden_size``.  The Gemma ones (for
+    tests of what real Gemma checkpoints do: an embedding layer that scales
+    by sqrt(hidden), logit soft-capping, sliding-window layers) get
+    ``head_dim = hidden_size // num_heads`` and ``sliding_window`` (``extra``
+    overrides any config field).
     """
-    from transformers import (AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+    from transformers import (AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM,
+                              Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
                               Qwen2ForCausalLM)
 
-    archs = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    archs = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+             "gemma2": (Gemma2Config, Gemma2ForCausalLM), "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}
     if arch not in archs:
         raise ValueError(f"build_tiny_llm: arch must be one of {sorted(archs)}, got {arch!r}")
     if hidden_size % num_heads:
         raise ValueError(f"build_tiny_llm: hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config_cls, model_cls = archs[arch]
-    config = config_cls(
+    fields = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, num_key_value_heads=num_heads,
         intermediate_size=intermediate_size or 4 * hidden_size,
@@ -51,6 +60,9 @@ def build_tiny_llm(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    if arch.startswith("gemma"):
+        fields.update(head_dim=hidden_size // num_heads, sliding_window=sliding_window)
+    config = config_cls(**{**fields, **extra})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
