@@ -234,7 +234,10 @@ def test_make_results_two_experiments(tmp_path):
     hyp_b = make_hyp(tmp_path, "asr_smear", hyps={**HYPS, "u4": "நன்றி"})  # one error fewer
     gates = {k: ([0.9, 0.1] if lang == "hi" else [0.15, 0.85]) for k, (lang, _) in REFS.items()}
     write_map(hyp_b / "gates", {k: " ".join(map(str, g)) for k, g in gates.items()})
-    (hyp_b.parent.parent / "config.yaml").write_text("frontend: smear_moe\n")
+    (hyp_b.parent.parent / "config.yaml").write_text(
+        "frontend: smear_moe\nfrontend_conf:\n  encoder: models/whisper-base\nllm: models/gemma-3-270m\n"
+        "llm_conf:\n  speech_embed_scale: 25.25\n")
+    (hyp_b.parent / "decode_config.yaml").write_text("# conf/decode.yaml --ctc_weight 0.5\nnum_beams: 1\n")
     (hyp_b.parent.parent / "images").mkdir()
     for stat in ("loss", "acc"):  # what ESPnet's trainer plots
         plot_routing_heatmap(np.eye(2), ["hi", "ta"], hyp_b.parent.parent / "images" / f"{stat}.png")
@@ -249,6 +252,10 @@ def test_make_results_two_experiments(tmp_path):
     assert out.read_text(encoding="utf-8") == text
     assert "## asr_linear" in text and "## asr_smear (smear_moe)" in text
     assert "- pytorch version: `pytorch " in text
+    # which frozen models and which decoding produced each system (as stage 12 records it)
+    assert "- encoder: `models/whisper-base`; LLM: `models/gemma-3-270m` (speech embedding scale 25.25)" in text
+    assert "- decoding `decode_x`: `conf/decode.yaml --ctc_weight 0.5` (num_beams=1)" in text
+    assert "- decoding `decode_x`: config not recorded" in text  # asr_linear has none
 
     def sum_avg(path):  # the numbers exactly as sclite printed them
         line = next(ln for ln in path.read_text(encoding="utf-8").splitlines() if "Sum/Avg" in ln)

@@ -339,6 +339,32 @@ def _exp_label(exp_dir: Path) -> str:
     return f"{exp_dir.name} ({frontend})" if frontend else exp_dir.name
 
 
+def model_lines(exp_dir: Path, decode_tags: Sequence[str]) -> List[str]:
+    """The encoder and the LLM the experiment was trained with (as given to run.sh) and each decode tag's
+    decoding config (``<exp>/<tag>/decode_config.yaml``, written by stage 12: first line the config's path)."""
+    conf = _exp_config(exp_dir)
+    frontend_conf = conf.get("frontend_conf") or {}
+    lines = [f"- encoder: `{frontend_conf.get('encoder') or '?'}`; LLM: `{conf.get('llm') or '?'}`"
+             + (f" (speech embedding scale {(conf.get('llm_conf') or {})['speech_embed_scale']:g})"
+                if "speech_embed_scale" in (conf.get("llm_conf") or {}) else "")]
+    for tag in decode_tags:
+        path = exp_dir / tag / "decode_config.yaml"
+        if not path.is_file():
+            lines.append(f"- decoding `{tag}`: config not recorded")
+            continue
+        import yaml
+
+        text = path.read_text(encoding="utf-8")
+        source = text.splitlines()[0].lstrip("# ").strip() if text.startswith("#") else str(path)
+        try:
+            options = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            options = {}
+        shown = ", ".join(f"{k}={v}" for k, v in options.items()) if isinstance(options, dict) else ""
+        lines.append(f"- decoding `{tag}`: `{source}`" + (f" ({shown})" if shown else ""))
+    return lines
+
+
 CURVES = ("loss", "acc", "aux_loss", "gate_entropy", "cif_len_ratio")  # ESPnet's <exp>/images/<stat>.png
 
 
@@ -395,6 +421,7 @@ def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", 
     lines += summary_lines(all_results, "wer") + summary_lines(all_results, "cer")
     for exp_dir, results in all_results.items():
         lines += [f"## {_exp_label(exp_dir)}", "", f"- exp dir: `{exp_dir}`"]
+        lines += model_lines(exp_dir, sorted({r.decode_tag for r in results}))
         lines += training_curve_lines(exp_dir, out_dir)
         if not results:
             lines += ["- no scored decode dir found", ""]

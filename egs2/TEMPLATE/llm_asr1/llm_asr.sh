@@ -359,6 +359,10 @@ fi
 # ------------------------------------------------------------------ stage 12
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
     [ -f "${asr_exp}/${inference_model}" ] || die "${asr_exp}/${inference_model} not found: train first (stage 11)"
+    # what stage 13's RESULTS.md names as this decode tag's decoding: the config and the extra arguments
+    mkdir -p "${asr_exp}/${inference_tag}"
+    { echo "# ${inference_config} ${inference_args}"; cat "${inference_config}"; } > "${asr_exp}/${inference_tag}/decode_config.yaml.tmp"
+    mv "${asr_exp}/${inference_tag}/decode_config.yaml.tmp" "${asr_exp}/${inference_tag}/decode_config.yaml"
     for s in ${test_sets}; do
         dir="${asr_exp}/${inference_tag}/${s}"
         sig="$(sig_of "${asr_exp}/${inference_model}" "${inference_config}" "${dumpdir}/raw/${s}/wav.scp") ${inference_args}"
