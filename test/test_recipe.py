@@ -193,3 +193,37 @@ def test_recipe_encoder_conf_defaults_to_the_training_config(tmp_path):
         config_encoder_conf(str(tmp_path / "nope.yaml"))
     script = (recipe.parents[1] / "TEMPLATE" / "llm_asr1" / "llm_asr.sh").read_text()
     assert 'encoder_conf=""' in script and "datadir encoder_conf --config" in script
+
+
+RECIPE_CONF = ROOT / "egs2" / "indic" / "asr1" / "conf"
+OTHER_CONFIGS = sorted(p for p in RECIPE_CONF.rglob("*.yaml") if not p.name.startswith("train_"))
+
+
+@pytest.mark.parametrize("path", OTHER_CONFIGS, ids=[str(p.relative_to(RECIPE_CONF)) for p in OTHER_CONFIGS])
+def test_recipe_configs_are_read_by_their_loaders(path):
+    """Every yaml under conf/ that is not a training config (conf/tuning/ included; the train_*.yaml
+    are parsed by test_paper_configs) is read without error by the program that reads it: the tiny
+    models' builder, the corpus synthesizer, the decoder. A yaml of no known kind fails here."""
+    from espnet_llm_asr.bin.llm_asr_inference import parse_args
+    from espnet_llm_asr.bin.make_tiny_models import load_config
+    from espnet_llm_asr.data.corpus_config import load_corpus_config
+
+    if path.name.startswith("tiny_models"):
+        load_config(str(path))
+    elif path.name.startswith("corpus"):
+        assert load_corpus_config(path).languages
+    elif path.name.startswith("decode"):
+        parse_args(["--config", str(path), "--output_dir", "x", "--data_path_and_name_and_type", "wav.scp,speech,sound"])
+    else:
+        pytest.fail(f"{path}: no loader known for this kind of config (tiny_models*, corpus*, decode*, train_*)")
+
+
+def test_recipe_conf_holds_the_configs_in_use_and_tuning_the_variants():
+    """conf/ holds what the README, run.sh, run_paper.sh, the comparison and the tests use; every
+    other variant lives in conf/tuning/ with its measured result and date in its header comment."""
+    assert sorted(p.name for p in (RECIPE_CONF / "tuning").glob("*.yaml")), "conf/tuning/ is empty"
+    for path in sorted((RECIPE_CONF / "tuning").glob("*.yaml")):
+        header = " ".join(ln.lstrip("#").strip() for ln in path.read_text(encoding="utf-8").splitlines()[:12]
+                          if ln.startswith("#"))
+        assert re.search(r"[Mm]easured 20\d\d-\d\d-\d\d on ", header), f"{path.name}: no 'measured <date> on <machine>'"
+        assert not re.search(r"[Ss]ession \d", path.read_text(encoding="utf-8")), f"{path.name} names a session"
