@@ -65,7 +65,7 @@ class LLMASRModel(AbsESPnetModel):
             head's, unchanged.  A number: a trainable scalar, starting at this
             value, is added to the blank logit, so that training starts, as
             CTC training usually does, with the blank more likely than any
-            token.  Measured on the toy (HISTORY.md, session 16): without it
+            token.  Measured on the toy (2026-12-01, the recipe README): without it
             the blank starts at P ~ 1e-3, about a single token's, and a
             projector trained on one language fell, in its first 100 steps,
             into never emitting the blank (1 of 4 per-language projectors with

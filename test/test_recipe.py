@@ -176,12 +176,13 @@ def test_bad_data_stops_stage3_or_is_dropped_with_fix_data(tmp_path):
 
 def test_recipe_encoder_conf_defaults_to_the_training_config(tmp_path):
     """llm_asr.sh without --encoder_conf dumps features and builds the model with the
-    asr_config's own frontend_conf.encoder_conf (conf/real_small: pad_to_30s true),
-    else {pad_to_30s: false}; a bad config is a clear error."""
+    asr_config's own frontend_conf.encoder_conf (conf/real_small: the real frames, pad_to_30s
+    false; a config with its own options below), else {pad_to_30s: false}; a bad config is a
+    clear error."""
     from espnet_llm_asr.bin.datadir import config_encoder_conf
 
     recipe = Path(__file__).resolve().parents[1] / "egs2" / "indic" / "asr1"
-    assert config_encoder_conf(str(recipe / "conf" / "real_small" / "train_smear_moe.yaml")) == "{pad_to_30s: true}"
+    assert config_encoder_conf(str(recipe / "conf" / "real_small" / "train_smear_moe.yaml")) == "{pad_to_30s: false}"
     assert config_encoder_conf(str(recipe / "conf" / "train_mono.yaml")) == "{pad_to_30s: false}"
     conf = tmp_path / "c.yaml"
     conf.write_text("frontend: mono\nfrontend_conf:\n  encoder_conf: {pad_to_30s: true, dtype: bfloat16}\n")

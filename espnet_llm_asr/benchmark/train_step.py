@@ -1,0 +1,110 @@
+"""Training-step time of a real LLM, the output head on the loss positions only vs on every position.
+
+Side by side in one run, alternating (so that machine load hits both
+alike): the transcript-aligned batch with ``logits_to_keep``
+(:mod:`espnet_llm_asr.layout`) and the right-padded batch with every
+position's logits (what training did before), both with the same projector,
+batch and loss; optionally with the auxiliary CTC through the LLM head.
+The features are random (the step's cost does not depend on their values),
+of the given encoder's width and frame rate::
+
+    python -m espnet_llm_asr.benchmark.train_step --llm tools/models/gemma-3-270m \\
+        --encoder_dim 512 --batch_size 16 --seconds 3 --tokens 15 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Dict
+from unittest import mock
+
+import torch
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build(args) -> "torch.nn.Module":
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES
+    from espnet_llm_asr.llm import CausalLLM
+    from espnet_llm_asr.model import LLMASRModel
+
+    llm = CausalLLM(args.llm, dtype=args.dtype)
+    conf = {"num_experts": 4} if args.projector in ("smear_moe", "multi", "dense", "hard_moe") else {}
+    frontend = FRONTEND_CLASSES[args.projector](output_dim=llm.hidden_size, input_dim=args.encoder_dim,
+                                                hidden_dim=args.hidden_dim, **conf)
+    return LLMASRModel(frontend, llm, lang_list=["hi", "mr", "ta", "te"], ctc_weight=args.ctc_weight).train()
+
+
+def time_steps(model, batch, repeats: int) -> Dict[str, list]:
+    """{'aligned': [...], 'right_padded': [...]} seconds of forward + backward, alternating."""
+    from espnet_llm_asr.llm import CausalLLM
+
+    times = {"aligned": [], "right_padded": []}
+    for r in range(repeats + 1):  # the first round warms up
+        for name in times:
+            limit = None if name == "aligned" else 0  # 0: no aligned batch fits -> right padded, all logits
+            with mock.patch.object(CausalLLM, "max_aligned_length", limit):
+                start = time.perf_counter()
+                loss, _, _ = model(*batch)
+                loss.backward()
+                elapsed = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+            if r:
+                times[name].append(elapsed)
+            print(f"  round {r} {name}: {elapsed:.2f} s{'' if r else ' (warm-up)'}", flush=True)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--llm", required=True)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--projector", default="smear_moe")
+    parser.add_argument("--hidden_dim", type=int, default=2048)
+    parser.add_argument("--encoder_dim", type=int, default=512)
+    parser.add_argument("--frame_rate", type=float, default=50.0)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--tokens", type=int, default=15, help="transcript tokens per utterance")
+    parser.add_argument("--ctc_weight", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from espnet_llm_asr.torch_utils import flush_denormals
+
+    flush_denormals()  # as training does (LLMASRTask.main_worker)
+    torch.manual_seed(0)
+    model = build(args)
+    b, frames = args.batch_size, int(args.seconds * args.frame_rate)
+    lengths = torch.linspace(frames // 2, frames, b).long()  # a spread of lengths, as a real batch
+    vocab = len(model.llm.tokenizer)
+    text_lengths = torch.linspace(max(1, args.tokens // 2), args.tokens, b).long()
+    text = torch.randint(1000, vocab, (b, args.tokens))
+    for i, n in enumerate(text_lengths.tolist()):
+        text[i, n:] = -1
+    batch = (torch.randn(b, frames, args.encoder_dim), lengths, text, text_lengths, torch.randint(0, 4, (b, 1)))
+    times = time_steps(model, batch, args.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"CPU: {_cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"{args.llm} ({args.dtype}), {args.projector}, batch {b} x {args.seconds} s, {args.tokens} tokens, "
+          f"ctc_weight {args.ctc_weight}; median of {args.repeats} forward+backward:")
+    for k, v in med.items():
+        print(f"  {k:13s} {v:.3f} s   ({', '.join(f'{x:.2f}' for x in times[k])})")
+    print(f"  ratio right_padded / aligned: {med['right_padded'] / med['aligned']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
