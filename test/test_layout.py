@@ -151,3 +151,17 @@ def test_training_loss_and_gradients_equal_each_utterance_alone(llms, arch):
         assert llm.max_aligned_length == 4 and head_rows[0] > width + 1  # every position
     else:
         assert head_rows == [width + 1]  # only the predictions the loss reads (and one more, dropped)
+
+
+def test_train_step_benchmark_runs_both_layouts(llms, capsys, monkeypatch):
+    """benchmark/train_step: both layouts timed side by side on a tiny Gemma 3, the ratio printed."""
+    from espnet_llm_asr.benchmark import train_step
+
+    monkeypatch.setattr("sys.argv", ["train_step", "--llm", str(llms["gemma3"]), "--dtype", "float32",
+                                     "--projector", "mono", "--hidden_dim", "16", "--encoder_dim", "8",
+                                     "--batch_size", "2", "--seconds", "1", "--tokens", "4", "--repeats", "1",
+                                     "--ctc_weight", "1.0"])
+    train_step.main()
+    out = capsys.readouterr().out
+    assert "round 1 aligned" in out and "round 1 right_padded" in out
+    assert "ratio right_padded / aligned:" in out and "CPU:" in out

@@ -21,6 +21,8 @@ Modules, in import order (each imports only modules listed before it;
   sizes on a GPU (toy sizes on CPU with ``--quick``).
 * :mod:`.asr`: parts 2-5, decoding, CIF, dumped features, training memory.
 * :mod:`.run`: :data:`PARTS`, :func:`run_benchmark` and the goals.
+* :mod:`.train_step`: a real LLM's training step with the output head on the
+  loss positions only vs on every position, side by side (its own command).
 
 The methods (best-of-``repeats`` times, resident-set peak memory, FLOP
 counting) are described in :mod:`.common` and :mod:`.projectors`.
@@ -32,7 +34,7 @@ from espnet_llm_asr.benchmark.report import render_markdown, update_readme
 from espnet_llm_asr.benchmark.run import PARTS, evaluate_goals, run_benchmark
 
 #: the benchmark modules from the bottom up: a module may import only those before it
-MODULE_ORDER = ("common", "report", "projectors", "assets", "system", "throughput", "asr", "run")
+MODULE_ORDER = ("common", "report", "projectors", "assets", "system", "throughput", "asr", "run", "train_step")
 
 __all__ = ["MODULE_ORDER", "PARTS", "BenchSettings", "evaluate_goals", "render_markdown", "run_benchmark",
            "update_readme"]

@@ -14,23 +14,12 @@ of the given encoder's width and frame rate::
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from typing import Dict
 from unittest import mock
 
 import torch
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build(args) -> "torch.nn.Module":
@@ -83,22 +72,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from espnet_llm_asr.benchmark.common import load_average, machine_info
     from espnet_llm_asr.torch_utils import flush_denormals
 
     flush_denormals()  # as training does (LLMASRTask.main_worker)
     torch.manual_seed(0)
+    info = machine_info()
     model = build(args)
     b, frames = args.batch_size, int(args.seconds * args.frame_rate)
     lengths = torch.linspace(frames // 2, frames, b).long()  # a spread of lengths, as a real batch
     vocab = len(model.llm.tokenizer)
     text_lengths = torch.linspace(max(1, args.tokens // 2), args.tokens, b).long()
-    text = torch.randint(1000, vocab, (b, args.tokens))
+    text = torch.randint(min(1000, vocab // 2), vocab, (b, args.tokens))  # past the special tokens
     for i, n in enumerate(text_lengths.tolist()):
         text[i, n:] = -1
     batch = (torch.randn(b, frames, args.encoder_dim), lengths, text, text_lengths, torch.randint(0, 4, (b, 1)))
     times = time_steps(model, batch, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"CPU: {_cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"CPU: {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads; torch {info['torch']}, "
+          f"transformers {info.get('transformers')}; load average at start {info['loadavg_start']}, "
+          f"at end {load_average()}")
     print(f"{args.llm} ({args.dtype}), {args.projector}, batch {b} x {args.seconds} s, {args.tokens} tokens, "
           f"ctc_weight {args.ctc_weight}; median of {args.repeats} forward+backward:")
     for k, v in med.items():
