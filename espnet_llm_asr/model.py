@@ -9,7 +9,8 @@ speech embedding scale)::
 
 How a batch is padded (transcripts aligned, so that the LLM's output head
 runs only where the loss reads it) is :mod:`espnet_llm_asr.layout`'s.  The
-loss is the cross-entropy over the transcript tokens and EOS plus the projector's (already weighted) auxiliary
+loss is the cross-entropy over the transcript tokens and EOS plus the
+projector's (already weighted) auxiliary
 loss, plus optionally (``ctc_weight > 0``; not in the papers) a CTC loss of
 the projected speech vectors read through the LLM's own output head, which
 pulls them towards the embeddings of the tokens spoken (useful when a small
