@@ -34,6 +34,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from espnet_llm_asr.decoding import round_up
+
 IGNORE_ID = -100
 
 
@@ -136,7 +138,7 @@ def generation_prefix(pieces: List[Prompted], length_multiple: int = 1):
     """Left-pad ``[P | speech | S]`` rows: ((B, L, D) inputs, (B, L) attention mask), L a multiple of ``length_multiple``."""
     rows = [torch.cat([p.head, p.tail], dim=0) for p in pieces]
     longest = max(r.size(0) for r in rows)
-    length = -(-longest // length_multiple) * length_multiple
+    length = round_up(longest, length_multiple)
     inputs = rows[0].new_zeros(len(rows), length, rows[0].size(-1))
     attention_mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
     for i, row in enumerate(rows):
