@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_llm_asr.ctc_vocab import CTCVocabulary
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
                                      check_ctc_weight, generation_cache_kwargs, round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
@@ -72,6 +73,10 @@ class LLMASRModel(AbsESPnetModel):
             into never emitting the blank (1 of 4 per-language projectors with
             seed 0, 2 with seed 1; even with the cross-entropy off); 5.0 put
             all four on the usual path.
+        ctc_vocab: the tokens that CTC may emit (:mod:`espnet_llm_asr.ctc_vocab`):
+            ``None`` (default) the LLM's whole vocabulary, or a list of
+            token ids (``train_text`` in the yaml: those of the training
+            transcripts, resolved by the task).  Needs ``ctc_unit: token``.
         specaug: optional augmentation of the encoder features (B, T, D) in
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
@@ -96,6 +101,7 @@ class LLMASRModel(AbsESPnetModel):
         ctc_weight: float = 0.0,
         ctc_unit: str = "token",
         ctc_blank_bias: Optional[float] = None,
+        ctc_vocab: Optional[Sequence[int]] = None,
         specaug: Optional[torch.nn.Module] = None,
         lora_hold_steps: int = 0,
     ):
@@ -121,6 +127,11 @@ class LLMASRModel(AbsESPnetModel):
             raise ValueError("model_conf.ctc_blank_bias needs model_conf.ctc_weight > 0 (it biases the CTC's blank)")
         self.ctc_blank_bias = (None if ctc_blank_bias is None
                                else torch.nn.Parameter(torch.tensor(float(ctc_blank_bias))))
+        if ctc_vocab is not None and (ctc_weight == 0 or ctc_unit != "token"):
+            raise ValueError("model_conf.ctc_vocab needs model_conf.ctc_weight > 0 and ctc_unit: token")
+        self.ctc_vocab = (None if ctc_vocab is None else
+                          CTCVocabulary(ctc_vocab, llm.pad_token_id,
+                                        llm.model.get_output_embeddings().weight.size(0)))
         self._speller = None
         self.specaug = specaug
         self._nonfinite_in_a_row = 0
@@ -266,7 +277,8 @@ class LLMASRModel(AbsESPnetModel):
         (or, with ``ctc_unit: char``, their spelling).
 
         Per-token mean over the batch (ESPnet's convention); utterances with
-        fewer vectors than the CTC path needs contribute zero.
+        fewer vectors than the CTC path needs, or (with ``ctc_vocab``) a
+        token outside the CTC's vocabulary, contribute zero.
         """
         if self.ctc_unit == "char":
             if self._speller is None:
@@ -274,20 +286,40 @@ class LLMASRModel(AbsESPnetModel):
 
                 self._speller = CharSpeller(self.llm.tokenizer)
             texts = [self._speller.spell_ids(ids) for ids in texts]
-        log_probs = self.ctc_log_probs(proj.embeds).transpose(0, 1)  # (T', B, V)
+        keep = [True] * len(texts)
+        if self.ctc_vocab is not None:
+            texts, keep = self.ctc_vocab.targets(texts)
+        log_probs = self.ctc_log_probs(proj.embeds, over_vocab=False).transpose(0, 1)  # (T', B, K)
         device = log_probs.device
         targets = torch.tensor([t for ids in texts for t in ids], dtype=torch.long, device=device)
         target_lengths = torch.tensor([len(ids) for ids in texts], dtype=torch.long, device=device)
-        return F.ctc_loss(log_probs, targets, proj.lengths.long(), target_lengths,
-                          blank=self.llm.pad_token_id, reduction="mean", zero_infinity=True)
+        losses = F.ctc_loss(log_probs, targets, proj.lengths.long(), target_lengths,
+                            blank=self._ctc_blank_index(), reduction="none", zero_infinity=True)
+        keep = torch.tensor(keep, dtype=losses.dtype, device=device)
+        return (losses / target_lengths.clamp(min=1) * keep).sum() / len(texts)
 
-    def ctc_log_probs(self, embeds: torch.Tensor) -> torch.Tensor:
-        """(B, T', D) projected vectors -> (B, T', V) float32 CTC log-probabilities (blank: the pad id)."""
-        logits = self.llm.token_logits(embeds).float()
+    def _ctc_blank_index(self) -> int:
+        """The blank's place in the CTC's output: the pad id, or its place in ``ctc_vocab``."""
+        return self.llm.pad_token_id if self.ctc_vocab is None else self.ctc_vocab.blank_index
+
+    def ctc_log_probs(self, embeds: torch.Tensor, over_vocab: bool = True) -> torch.Tensor:
+        """(B, T', D) projected vectors -> (B, T', V) float32 CTC log-probabilities (blank: the pad id).
+
+        With ``ctc_vocab`` (K tokens) the softmax runs over those only;
+        ``over_vocab=False`` then returns them as (B, T', K) in the vocabulary's
+        order, True spreads them over the LLM's V ids (for joint decoding).
+        """
+        if self.ctc_vocab is None:
+            logits = self.llm.token_logits(embeds).float()
+        else:
+            logits = self.ctc_vocab.logits(embeds, self.llm.model.get_output_embeddings())
         if self.ctc_blank_bias is not None:
-            blank = F.one_hot(torch.tensor(self.llm.pad_token_id, device=logits.device), logits.size(-1))
+            blank = F.one_hot(torch.tensor(self._ctc_blank_index(), device=logits.device), logits.size(-1))
             logits = logits + blank.to(logits.dtype) * self.ctc_blank_bias
-        return logits.log_softmax(-1)
+        log_probs = logits.log_softmax(-1)
+        if self.ctc_vocab is not None and over_vocab:
+            log_probs = self.ctc_vocab.expand(log_probs)
+        return log_probs
 
     def _guard_nonfinite(self, loss: torch.Tensor) -> Tuple[torch.Tensor, bool]:
         """Replace a NaN/inf loss by a zero loss with zero gradients (the batch is skipped)."""

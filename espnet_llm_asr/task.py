@@ -32,6 +32,7 @@ from espnet2.train.collate_fn import CommonCollateFn  # noqa: E402
 from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
 from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
+from espnet_llm_asr.ctc_vocab import training_text_path, transcript_token_ids  # noqa: E402
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
 from espnet_llm_asr.llm import CausalLLM, is_lora_name  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
@@ -233,8 +234,14 @@ class LLMASRTask(_abs_task.AbsTask):
         specaug = None
         if getattr(args, "specaug", None) is not None:
             specaug = specaug_choices.get_class(args.specaug)(**(getattr(args, "specaug_conf", None) or {}))
-        model = LLMASRModel(frontend, llm, lang_list=lang_list, specaug=specaug,
-                            **(getattr(args, "model_conf", None) or {}))
+        model_conf = dict(getattr(args, "model_conf", None) or {})
+        if model_conf.get("ctc_vocab") == "train_text":
+            # config.yaml records the ids themselves: decoding needs no training data
+            text_path = training_text_path(getattr(args, "train_data_path_and_name_and_type", None))
+            model_conf["ctc_vocab"] = transcript_token_ids(text_path, llm.tokenizer)
+            logging.info(f"model_conf.ctc_vocab: {len(model_conf['ctc_vocab'])} tokens of {text_path}")
+            args.model_conf = model_conf
+        model = LLMASRModel(frontend, llm, lang_list=lang_list, specaug=specaug, **model_conf)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         logging.info(f"LLM-ASR model: {n_train:,} trainable of {n_all:,} parameters")

@@ -154,14 +154,20 @@ def test_training_loss_and_gradients_equal_each_utterance_alone(llms, arch):
 
 
 def test_train_step_benchmark_runs_both_layouts(llms, capsys, monkeypatch):
-    """benchmark/train_step: both layouts timed side by side on a tiny Gemma 3, the ratio printed."""
+    """benchmark/train_step: both layouts timed side by side on a tiny Gemma 3, the ratio printed;
+    --compare ctc_vocab: the CTC over the whole vocabulary vs over a subset."""
     from espnet_llm_asr.benchmark import train_step
 
-    monkeypatch.setattr("sys.argv", ["train_step", "--llm", str(llms["gemma3"]), "--dtype", "float32",
-                                     "--projector", "mono", "--hidden_dim", "16", "--encoder_dim", "8",
-                                     "--batch_size", "2", "--seconds", "1", "--tokens", "4", "--repeats", "1",
-                                     "--ctc_weight", "1.0"])
+    common = ["train_step", "--llm", str(llms["gemma3"]), "--dtype", "float32",
+              "--projector", "mono", "--hidden_dim", "16", "--encoder_dim", "8",
+              "--batch_size", "2", "--seconds", "1", "--tokens", "4", "--repeats", "1", "--ctc_weight", "1.0"]
+    monkeypatch.setattr("sys.argv", common)
     train_step.main()
     out = capsys.readouterr().out
     assert "round 1 aligned" in out and "round 1 right_padded" in out
     assert "ratio right_padded / aligned:" in out and "CPU:" in out
+    monkeypatch.setattr("sys.argv", common + ["--compare", "ctc_vocab", "--ctc_vocab_size", "12"])
+    train_step.main()
+    out = capsys.readouterr().out
+    assert "round 1 ctc_subset" in out and "round 1 ctc_full" in out
+    assert "ratio ctc_full / ctc_subset:" in out and " tokens vs all " in out

@@ -346,3 +346,75 @@ def test_lora_hold_steps_keeps_the_adapters_out_of_the_first_batches(models):
     assert "train_batches" not in _model(models, lora_conf=lora_conf).state_dict()
     with pytest.raises(ValueError, match="no LoRA"):
         _model(models, model_conf={"lora_hold_steps": 5})
+
+
+def test_auxiliary_ctc_over_a_token_subset(models):
+    """ctc_vocab: the CTC's softmax runs over the given tokens and the blank only (the LLM head's
+    rows for them), the loss is the CTC of those log-probabilities by hand, an utterance with a
+    token outside the set adds nothing, and for decoding the log-probabilities spread back over
+    the vocabulary with a finite floor elsewhere."""
+    import torch.nn.functional as F
+
+    from espnet_llm_asr.ctc_vocab import OUTSIDE_LOG_PROB
+
+    torch.manual_seed(0)
+    subset = [9, 5, 7, 5]  # any order, repeats
+    model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 2.0, "ctc_vocab": subset}).eval()
+    full = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 2.0}).eval()
+    full.load_state_dict(model.state_dict())
+    pad = model.llm.pad_token_id
+    ids = sorted({5, 7, 9, pad})
+    assert model.ctc_vocab.ids.tolist() == ids and len(model.ctc_vocab) == 4
+    feats = torch.randn(2, 20, 8)
+    proj = model.frontend.project(feats, torch.tensor([20, 15]), torch.tensor([0, 1]))
+    logits = model.llm.token_logits(proj.embeds).float()[..., ids]
+    logits[..., ids.index(pad)] += 2.0
+    compact = logits.log_softmax(-1)
+    torch.testing.assert_close(model.ctc_log_probs(proj.embeds, over_vocab=False), compact)
+    spread = model.ctc_log_probs(proj.embeds)
+    assert spread.shape == full.ctc_log_probs(proj.embeds).shape
+    torch.testing.assert_close(spread[..., ids], compact)
+    outside = torch.ones(spread.size(-1), dtype=torch.bool)
+    outside[ids] = False
+    assert (spread[..., outside] == OUTSIDE_LOG_PROB).all()
+    # the loss by hand over the subset (targets as places in it), per-token then batch mean
+    places = {t: i for i, t in enumerate(ids)}
+    texts = [[5, 9, 9], [7]]
+    by_hand = F.ctc_loss(compact.transpose(0, 1), torch.tensor([places[t] for ids_ in texts for t in ids_]),
+                         proj.lengths.long(), torch.tensor([3, 1]), blank=ids.index(pad), reduction="mean")
+    torch.testing.assert_close(model.ctc_loss(proj, texts), by_hand)
+    assert not torch.allclose(full.ctc_loss(proj, texts), by_hand)  # the whole vocabulary differs
+    # an utterance with a token outside the set (11) contributes zero, the other its share
+    alone = F.ctc_loss(compact[1:].transpose(0, 1), torch.tensor([places[7]]), proj.lengths[1:].long(),
+                       torch.tensor([1]), blank=ids.index(pad), reduction="mean")
+    torch.testing.assert_close(model.ctc_loss(proj, [[5, 11], [7]]), alone / 2)
+    model.zero_grad()
+    model.ctc_loss(proj, texts).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.frontend.projector.parameters()
+               if p.requires_grad and p.dim() > 1)
+    assert all(p.grad is None for p in model.llm.parameters())
+    assert not any("ctc_vocab" in k for k in model.state_dict())  # rebuilt from the config
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        _model(models, model_conf={"ctc_vocab": [5]})
+    with pytest.raises(ValueError, match="train_text"):
+        _model(models, model_conf={"ctc_weight": 1.0, "ctc_vocab": "train_text"})  # unresolved
+    with pytest.raises(ValueError, match="outside the LLM's vocabulary"):
+        _model(models, model_conf={"ctc_weight": 1.0, "ctc_vocab": [5, 10 ** 7]})
+
+
+def test_ctc_vocab_from_a_text_file(models, tmp_path):
+    """transcript_token_ids: the sorted tokens of a Kaldi text file, tokenized as the task does;
+    a line without a transcript is named."""
+    from transformers import AutoTokenizer
+
+    from espnet_llm_asr.ctc_vocab import transcript_token_ids
+
+    tok = AutoTokenizer.from_pretrained(str(models["llm"]))
+    text = tmp_path / "text"
+    text.write_text("u1 राम राम\n\nu2 सीता\n", encoding="utf-8")
+    expected = sorted(set(tok("राम राम", add_special_tokens=False)["input_ids"])
+                      | set(tok("सीता", add_special_tokens=False)["input_ids"]))
+    assert transcript_token_ids(str(text), tok) == expected
+    text.write_text("u1 राम\nu2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"text:2: no transcript after the utterance id 'u2'"):
+        transcript_token_ids(str(text), tok)

@@ -371,3 +371,32 @@ def test_joint_ctc_decoding(assets):
                          "--num_iters_per_epoch", "1", *data_args(data)])
     with pytest.raises(ValueError, match="model_conf.ctc_weight > 0"):
         Speech2Text(no_ctc, model_file=no_ctc / "1epoch.pth", ctc_weight=0.5)
+
+
+def test_ctc_vocab_train_text_is_resolved_into_the_config(assets):
+    """model_conf.ctc_vocab: train_text: the task writes the training transcripts' token ids into
+    config.yaml, decoding rebuilds the same restricted CTC from them, and joint decoding runs
+    with it, batched as alone."""
+    import yaml
+
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.ctc_vocab import transcript_token_ids
+    from espnet_llm_asr.inference import Speech2Text
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, "smear_moe")
+    out = root / "exp_ctc_vocab"
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
+                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0",
+                         "--model_conf", "ctc_vocab=train_text", *data_args(data)])
+    saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))["model_conf"]["ctc_vocab"]
+    s2t = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, ctc_weight=0.5)
+    expected = transcript_token_ids(str(data / "text"), s2t.model.llm.tokenizer)
+    assert saved == expected and len(expected) > 1
+    assert s2t.model.ctc_vocab.ids.tolist() == sorted(set(expected) | {s2t.model.llm.pad_token_id})
+    wavs = [root / "wav" / f"{uid}.wav" for uid, *_ in UTTS]
+    langs = [lang for _, lang, *_ in UTTS]
+    batched = s2t.batch(wavs, langs)
+    assert [h.tokens for h in batched] == [s2t(w, lang=lang).tokens for w, lang in zip(wavs, langs)]
+    assert all(np.isfinite(h.score) for h in batched)

@@ -1,10 +1,16 @@
-"""Training-step time of a real LLM, the output head on the loss positions only vs on every position.
+"""Training-step time of a real LLM, two ways side by side.
 
-Side by side in one run, alternating (so that machine load hits both
-alike): the transcript-aligned batch with ``logits_to_keep``
-(:mod:`espnet_llm_asr.layout`) and the right-padded batch with every
-position's logits (what training did before), both with the same projector,
-batch and loss; optionally with the auxiliary CTC through the LLM head.
+In one run, alternating (so that machine load hits both alike), with the
+same projector, batch and loss:
+
+- ``--compare layout`` (default): the transcript-aligned batch with
+  ``logits_to_keep`` (:mod:`espnet_llm_asr.layout`) vs the right-padded batch
+  with every position's logits (what training did before); optionally with
+  the auxiliary CTC through the LLM head (``--ctc_weight``);
+- ``--compare ctc_vocab``: the auxiliary CTC over the LLM's whole vocabulary
+  vs over ``--ctc_vocab_size`` tokens (``model_conf.ctc_vocab``,
+  :mod:`espnet_llm_asr.ctc_vocab`; the transcripts' tokens among them).
+
 The features are random (the step's cost does not depend on their values),
 of the given encoder's width and frame rate::
 
@@ -14,15 +20,16 @@ of the given encoder's width and frame rate::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
-from typing import Dict
+from typing import Callable, Dict
 from unittest import mock
 
 import torch
 
 
-def build(args) -> "torch.nn.Module":
+def build(args, ctc_vocab=None) -> "torch.nn.Module":
     import espnet_llm_asr  # noqa: F401
     from espnet_llm_asr.frontend import FRONTEND_CLASSES
     from espnet_llm_asr.llm import CausalLLM
@@ -32,18 +39,28 @@ def build(args) -> "torch.nn.Module":
     conf = {"num_experts": 4} if args.projector in ("smear_moe", "multi", "dense", "hard_moe") else {}
     frontend = FRONTEND_CLASSES[args.projector](output_dim=llm.hidden_size, input_dim=args.encoder_dim,
                                                 hidden_dim=args.hidden_dim, **conf)
-    return LLMASRModel(frontend, llm, lang_list=["hi", "mr", "ta", "te"], ctc_weight=args.ctc_weight).train()
+    return LLMASRModel(frontend, llm, lang_list=["hi", "mr", "ta", "te"], ctc_weight=args.ctc_weight,
+                       ctc_vocab=ctc_vocab).train()
 
 
-def time_steps(model, batch, repeats: int) -> Dict[str, list]:
-    """{'aligned': [...], 'right_padded': [...]} seconds of forward + backward, alternating."""
+def _ways(model, compare: str) -> Dict[str, Callable]:
+    """name -> context manager that sets the model up that way."""
     from espnet_llm_asr.llm import CausalLLM
 
-    times = {"aligned": [], "right_padded": []}
+    if compare == "layout":  # max_aligned_length 0: no aligned batch fits -> right padded, all logits
+        return {"aligned": lambda: mock.patch.object(CausalLLM, "max_aligned_length", None),
+                "right_padded": lambda: mock.patch.object(CausalLLM, "max_aligned_length", 0)}
+    return {"ctc_subset": contextlib.nullcontext,
+            "ctc_full": lambda: mock.patch.object(model, "ctc_vocab", None)}
+
+
+def time_steps(model, batch, repeats: int, compare: str = "layout") -> Dict[str, list]:
+    """{way: [...]} seconds of forward + backward, alternating (:func:`_ways`)."""
+    ways = _ways(model, compare)
+    times = {name: [] for name in ways}
     for r in range(repeats + 1):  # the first round warms up
         for name in times:
-            limit = None if name == "aligned" else 0  # 0: no aligned batch fits -> right padded, all logits
-            with mock.patch.object(CausalLLM, "max_aligned_length", limit):
+            with ways[name]():
                 start = time.perf_counter()
                 loss, _, _ = model(*batch)
                 loss.backward()
@@ -67,6 +84,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--tokens", type=int, default=15, help="transcript tokens per utterance")
     parser.add_argument("--ctc_weight", type=float, default=0.0)
+    parser.add_argument("--compare", choices=("layout", "ctc_vocab"), default="layout")
+    parser.add_argument("--ctc_vocab_size", type=int, default=400,
+                        help="--compare ctc_vocab: tokens of the restricted CTC")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -76,27 +96,38 @@ def main() -> None:
     from espnet_llm_asr.torch_utils import flush_denormals
 
     flush_denormals()  # as training does (LLMASRTask.main_worker)
+    if args.compare == "ctc_vocab" and args.ctc_weight <= 0:
+        parser.error("--compare ctc_vocab needs --ctc_weight > 0")
     torch.manual_seed(0)
     info = machine_info()
-    model = build(args)
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(args.llm))
     b, frames = args.batch_size, int(args.seconds * args.frame_rate)
     lengths = torch.linspace(frames // 2, frames, b).long()  # a spread of lengths, as a real batch
-    vocab = len(model.llm.tokenizer)
     text_lengths = torch.linspace(max(1, args.tokens // 2), args.tokens, b).long()
     text = torch.randint(min(1000, vocab // 2), vocab, (b, args.tokens))  # past the special tokens
     for i, n in enumerate(text_lengths.tolist()):
         text[i, n:] = -1
+    ctc_vocab = None
+    if args.compare == "ctc_vocab":
+        ctc_vocab = sorted(set(text[text >= 0].tolist()))
+        extra = torch.randperm(vocab)[: max(0, args.ctc_vocab_size - len(ctc_vocab))].tolist()
+        ctc_vocab = sorted(set(ctc_vocab) | set(extra))
+    model = build(args, ctc_vocab)
     batch = (torch.randn(b, frames, args.encoder_dim), lengths, text, text_lengths, torch.randint(0, 4, (b, 1)))
-    times = time_steps(model, batch, args.repeats)
+    times = time_steps(model, batch, args.repeats, args.compare)
     med = {k: statistics.median(v) for k, v in times.items()}
+    ctc_note = f" over {len(ctc_vocab)} tokens vs all {vocab}" if ctc_vocab else ""
     print(f"CPU: {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads; torch {info['torch']}, "
           f"transformers {info.get('transformers')}; load average at start {info['loadavg_start']}, "
           f"at end {load_average()}")
     print(f"{args.llm} ({args.dtype}), {args.projector}, batch {b} x {args.seconds} s, {args.tokens} tokens, "
-          f"ctc_weight {args.ctc_weight}; median of {args.repeats} forward+backward:")
+          f"ctc_weight {args.ctc_weight}{ctc_note}; median of {args.repeats} forward+backward:")
     for k, v in med.items():
         print(f"  {k:13s} {v:.3f} s   ({', '.join(f'{x:.2f}' for x in times[k])})")
-    print(f"  ratio right_padded / aligned: {med['right_padded'] / med['aligned']:.2f}")
+    slow, fast = list(med)[1], list(med)[0]
+    print(f"  ratio {slow} / {fast}: {med[slow] / med[fast]:.2f}")
 
 
 if __name__ == "__main__":

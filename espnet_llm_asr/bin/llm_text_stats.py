@@ -49,7 +49,9 @@ def perplexity(llm: str, text: Dict[str, str], utt2lang=None, batch_size: int = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(llm)
-    model = AutoModelForCausalLM.from_pretrained(llm).eval()
+    # float32: a checkpoint's own dtype ("auto", bf16 for Gemma) is what transformers 5 loads by default,
+    # and bf16 matmuls crawl on CPUs without native bf16 (Gemma-3-270M's dev perplexity: minutes, not seconds)
+    model = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32).eval()
     rows = ["| lang | utts | tokens | perplexity |", "|---|---|---|---|"]
     total_nll, total_n = 0.0, 0
     for lang, group in _by_lang(text, utt2lang).items():

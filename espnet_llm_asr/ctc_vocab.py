@@ -1,0 +1,120 @@
+"""The tokens an auxiliary CTC through the LLM's output head may emit (``model_conf.ctc_vocab``).
+
+The CTC of :class:`~espnet_llm_asr.model.LLMASRModel` reads each projected
+speech vector (B, T', D) with the LLM's own output head.  Over the whole
+vocabulary that is a (T' x D) @ (D x V) product per utterance: for
+Gemma 3 (V = 262,144) it took 6 s of a 17 s training step on a 2-core CPU
+(``benchmark.train_step``, 2026-12-02).  The transcripts of a corpus use a
+few hundred of those tokens; restricting the CTC's softmax to them (plus the
+blank) keeps the same head rows (the LLM's, frozen) at a fraction of the cost.
+
+``model_conf.ctc_vocab``:
+
+- ``null`` (default): the whole vocabulary;
+- ``train_text``: the tokens of the training transcripts, resolved by the
+  task when the model is built for training (:func:`transcript_token_ids`)
+  and written into ``config.yaml`` as the list of ids, so that decoding uses
+  the same set without the training data;
+- a list of token ids.
+
+A transcript with a token outside the set cannot be a CTC target; such an
+utterance adds nothing to the CTC loss (its cross-entropy is unaffected).
+For joint decoding the restricted log-probabilities are spread back over the
+vocabulary with :data:`OUTSIDE_LOG_PROB` elsewhere (finite, so that a beam
+whose LLM candidates all lie outside the set still has finite scores).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+OUTSIDE_LOG_PROB = -1e4  # CTC log-probability of a token outside the set, in decoding
+
+
+def transcript_token_ids(text_path: str, tokenizer) -> List[int]:
+    """Sorted ids of every token of a Kaldi ``text`` file (``<uid> <transcript>`` a line).
+
+    Tokenized as the task's preprocessor does (no special tokens).  Raises a
+    ValueError naming the file and line of a line without a transcript.
+    """
+    ids = set()
+    with open(text_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split(maxsplit=1)
+            if len(parts) < 2 or not parts[1].strip():
+                raise ValueError(f"{text_path}:{lineno}: no transcript after the utterance id {parts[0]!r}")
+            ids.update(tokenizer(parts[1].strip(), add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ValueError(f"{text_path}: no transcripts, so no CTC vocabulary")
+    return sorted(int(i) for i in ids)
+
+
+def training_text_path(data_path_and_name_and_type: Sequence[Sequence[str]]) -> str:
+    """The file of the ``text`` entry of ESPnet's ``--train_data_path_and_name_and_type``."""
+    for entry in data_path_and_name_and_type or []:
+        if len(entry) >= 2 and entry[1] == "text":
+            if not Path(entry[0]).is_file():
+                raise FileNotFoundError(f"model_conf.ctc_vocab: train_text: {entry[0]} does not exist")
+            return entry[0]
+    raise ValueError("model_conf.ctc_vocab: train_text needs a 'text' entry in --train_data_path_and_name_and_type")
+
+
+class CTCVocabulary(torch.nn.Module):
+    """A subset of the LLM's vocabulary (always with the blank) and the maps into it.
+
+    Args:
+        token_ids: the ids the CTC may emit (any order, repeats allowed).
+        blank: the CTC blank id (the LLM's pad token); added if missing.
+        vocab_size: rows of the LLM's output head.
+
+    Buffers (not saved: they are rebuilt from the config): ``ids`` (K,) the
+    sorted subset, ``index`` (V,) each token's place in it or -1.
+    """
+
+    def __init__(self, token_ids: Sequence[int], blank: int, vocab_size: int):
+        super().__init__()
+        if isinstance(token_ids, str) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                 for i in token_ids):
+            raise ValueError("model_conf.ctc_vocab must be null, train_text (resolved by the task "
+                             f"when training) or a list of token ids; got {str(token_ids)[:80]!r}")
+        bad = [i for i in token_ids if not 0 <= i < vocab_size]
+        if bad:
+            raise ValueError(f"model_conf.ctc_vocab: token ids {bad[:10]} outside the LLM's vocabulary "
+                             f"of {vocab_size}")
+        ids = sorted(set(token_ids) | {blank})
+        index = torch.full((vocab_size,), -1, dtype=torch.long)
+        index[torch.tensor(ids)] = torch.arange(len(ids))
+        self.register_buffer("ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.register_buffer("index", index, persistent=False)
+        self.blank_index = ids.index(blank)
+        self.vocab_size = vocab_size
+
+    def __len__(self) -> int:
+        return self.ids.numel()
+
+    def logits(self, embeds: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
+        """(B, T', D) vectors -> (B, T', K) float32 logits of the head's rows for the subset."""
+        weight = head.weight[self.ids]
+        bias = None if head.bias is None else head.bias[self.ids]
+        return F.linear(embeds.to(weight.dtype), weight, bias).float()
+
+    def targets(self, texts: List[List[int]]) -> Tuple[List[List[int]], List[bool]]:
+        """Token ids -> places in the subset; per utterance whether all its tokens are in it
+        (an utterance that is not keeps only the tokens that are)."""
+        mapped, complete = [], []
+        for ids in texts:
+            places = self.index[torch.tensor(ids, dtype=torch.long)].tolist() if ids else []
+            mapped.append([p for p in places if p >= 0])
+            complete.append(all(p >= 0 for p in places))
+        return mapped, complete
+
+    def expand(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """(B, T', K) log-probabilities -> (B, T', V), :data:`OUTSIDE_LOG_PROB` outside the subset."""
+        full = log_probs.new_full((*log_probs.shape[:-1], self.vocab_size), OUTSIDE_LOG_PROB)
+        full[..., self.ids] = log_probs
+        return full
