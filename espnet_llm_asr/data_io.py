@@ -55,3 +55,25 @@ def load_mono_16k(path: str, uttid: str = "") -> np.ndarray:
     if wav.size == 0:
         raise ValueError(f"utterance {uttid}: {path} is empty")
     return wav
+
+
+def load_audio_16k(path: str) -> np.ndarray:
+    """Read any audio file soundfile can (any sample rate, any channel count) as 16 kHz mono float32 (L,).
+
+    Channels are averaged; other rates are resampled with soxr (its high
+    quality setting).  A ValueError names the file when it cannot be read or
+    holds no samples.
+    """
+    import soundfile
+    import soxr
+
+    try:
+        wav, sr = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError
+        raise ValueError(f"cannot read audio {path}: {e}") from e
+    if wav.size == 0:
+        raise ValueError(f"{path} holds no samples")
+    wav = wav.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        wav = soxr.resample(wav, sr, SAMPLE_RATE, quality="HQ")
+    return np.ascontiguousarray(wav, dtype=np.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from espnet_llm_asr.data_io import load_mono_16k
 MODEL_FILE_CANDIDATES = (
     "valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth", "latest.pth", "checkpoint.pth",
 )
+# a pack (stage 14, espnet_llm_asr.bin.pack_model): these files beside frozen_models.yaml
+PACK_MODEL_FILE = "model.pth"
+PACK_DECODE_CONFIG = "decode.yaml"
 
 
 @dataclass
@@ -51,17 +54,45 @@ def find_model_file(exp_dir: Union[str, Path]) -> Path:
     )
 
 
-def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str, Path]], device: str = "cpu"):
+def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str, Path]], device: str = "cpu",
+                       allow_frozen_mismatch: bool = False, frozen_paths: Optional[Dict[str, str]] = None):
     """Rebuild the model from ``config.yaml`` (frozen parts from their HF dirs) and
-    load the trainable-only checkpoint with ``torch.load(weights_only=True)``."""
+    load the trainable-only checkpoint with ``torch.load(weights_only=True)``.
+
+    The frozen models and the lang_list are looked for as the config names them,
+    then beside the config (a pack), then where the manifest
+    (``frozen_models.yaml`` beside the config) saw them; ``frozen_paths``
+    ({``llm``|``encoder``: dir}) overrides that.  The models found are checked
+    against the manifest's fingerprints (:func:`~espnet_llm_asr.frozen_models.check_frozen_models`).
+    """
     import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.frozen_models import MANIFEST, check_frozen_models, locate, read_manifest
     from espnet_llm_asr.task import LLMASRTask
 
     config = Path(config)
     if not config.exists():
         raise FileNotFoundError(f"config file {config} does not exist")
     with config.open(encoding="utf-8") as f:
-        args = argparse.Namespace(**yaml.safe_load(f))
+        conf = yaml.safe_load(f)
+    manifest_path = config.parent / MANIFEST
+    manifest = read_manifest(manifest_path) if manifest_path.is_file() else {}
+    overrides = dict(frozen_paths or {})
+    unknown = sorted(set(overrides) - {"llm", "encoder"})
+    if unknown:
+        raise ValueError(f"frozen model override {unknown}: the roles are llm and encoder")
+    frontend_conf = dict(conf.get("frontend_conf") or {})
+    found = {}
+    if conf.get("llm"):
+        conf["llm"] = found["llm"] = overrides.get("llm") or locate(conf["llm"], config.parent, manifest.get("llm"))
+    if frontend_conf.get("encoder") or "encoder" in overrides:
+        frontend_conf["encoder"] = found["encoder"] = (overrides.get("encoder") or
+                                                       locate(frontend_conf["encoder"], config.parent,
+                                                              manifest.get("encoder")))
+        conf["frontend_conf"] = frontend_conf
+    if conf.get("lang_list"):
+        conf["lang_list"] = locate(conf["lang_list"], config.parent)
+    check_frozen_models(manifest_path, found, allow_frozen_mismatch)
+    args = argparse.Namespace(**conf)
     model = LLMASRTask.build_model(args)
     if model_file is not None:
         states = torch.load(model_file, map_location="cpu", weights_only=True)
@@ -88,6 +119,13 @@ class Speech2Text:
             hypotheses as the default dynamic cache.
         ctc_weight, ctc_pre_beam: joint CTC / LLM decoding (see
             :meth:`LLMASRModel.generate`).
+        allow_frozen_mismatch: load even when a frozen model's fingerprint
+            differs from the one the model was trained with (a warning
+            instead of :class:`~espnet_llm_asr.frozen_models.FrozenModelMismatch`).
+        frozen_paths: ``{"llm"|"encoder": dir}``: load these frozen models
+            from there (still checked against the fingerprints).
+
+    :meth:`from_pretrained` loads a pack (stage 14) or an experiment dir.
     """
 
     def __init__(
@@ -109,6 +147,8 @@ class Speech2Text:
         length_multiple: int = 1,
         ctc_weight: float = 0.0,
         ctc_pre_beam: Optional[int] = None,
+        allow_frozen_mismatch: bool = False,
+        frozen_paths: Optional[Dict[str, str]] = None,
     ):
         if num_beam_groups > 1 or diversity_penalty:
             raise ValueError(
@@ -127,7 +167,8 @@ class Speech2Text:
         if model_file is None and exp_dir is not None:
             model_file = find_model_file(exp_dir)
         check_ctc_weight(ctc_weight)  # fail before loading; what needs the model is checked after
-        self.model, self.args = load_trained_model(config, model_file, device)
+        self.model, self.args = load_trained_model(config, model_file, device, allow_frozen_mismatch,
+                                                   frozen_paths)
         self.model.check_decoding_ctc(ctc_weight)
         self.device = device
         self.lang_list = self.model.lang_list
@@ -138,6 +179,28 @@ class Speech2Text:
             cache_implementation=cache_implementation, compile_decoding=compile_decoding,
             length_multiple=length_multiple, ctc_weight=ctc_weight, ctc_pre_beam=ctc_pre_beam,
         )
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], **kwargs) -> "Speech2Text":
+        """A pack dir (``model.pth``; its ``decode.yaml``, the decoding its
+        results were measured with, gives the defaults) or an experiment dir
+        (its best checkpoint, :data:`MODEL_FILE_CANDIDATES`); ``kwargs``
+        override the decoding options and take the other arguments of
+        :class:`Speech2Text`."""
+        import inspect
+
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"{path}: no config.yaml; not a pack or an experiment dir")
+        if not (path / PACK_MODEL_FILE).is_file():
+            return cls(path, **kwargs)
+        options = {}
+        if (path / PACK_DECODE_CONFIG).is_file():
+            known = set(inspect.signature(cls.__init__).parameters) - {"self", "exp_dir", "config", "model_file"}
+            decode = yaml.safe_load((path / PACK_DECODE_CONFIG).read_text(encoding="utf-8")) or {}
+            options = {k: v for k, v in decode.items() if k in known}  # batch_size etc. are the CLI's
+        options.update(kwargs)
+        return cls(config=path / "config.yaml", model_file=path / PACK_MODEL_FILE, **options)
 
     # ------------------------------------------------------------------ io
     @staticmethod

@@ -34,6 +34,8 @@ from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
 from espnet_llm_asr.ctc_vocab import training_text_path, transcript_token_ids  # noqa: E402
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
+from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, frozen_model_sources,  # noqa: E402
+                                          write_manifest)
 from espnet_llm_asr.llm import CausalLLM, is_lora_name  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
 from espnet_llm_asr.torch_utils import flush_denormals  # noqa: E402
@@ -55,6 +57,18 @@ specaug_choices = ClassChoices(
     default=None,
     optional=True,
 )
+
+
+def record_frozen_models(output_dir: str, config: Dict) -> None:
+    """``<output_dir>/frozen_models.yaml``: the frozen models' fingerprints
+    (:mod:`espnet_llm_asr.frozen_models`); a resumed training checks that its
+    models are still the ones it started with."""
+    manifest = Path(output_dir) / MANIFEST
+    sources = frozen_model_sources(config)
+    if manifest.is_file():
+        check_frozen_models(manifest, sources)
+    else:
+        write_manifest(output_dir, sources)
 
 
 def read_lang_list(path: Optional[str]) -> List[str]:
@@ -146,6 +160,8 @@ class LLMASRTask(_abs_task.AbsTask):
         """ESPnet's training (or collect-stats) process, with subnormal floats flushed
         (:func:`~espnet_llm_asr.torch_utils.flush_denormals`; each DDP worker process sets its own)."""
         flush_denormals()
+        if not getattr(args, "collect_stats", False) and getattr(args, "output_dir", None):
+            record_frozen_models(args.output_dir, vars(args))
         super().main_worker(args)
 
     @classmethod

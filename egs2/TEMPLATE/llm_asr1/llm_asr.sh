@@ -12,6 +12,8 @@
 #   5  tokenizer and tiny models (embedded default) 12 batched decoding in --inference_nj jobs
 #   6  LLM text statistics                         13 sclite scoring (WER, CER), RESULTS.md, plots
 #   7  pretraining of the tiny LLM (skipped for a real LLM)
+#   14 packing (after 13; not run by default): <exp>/pack, a self-describing
+#      model dir for Speech2Text.from_pretrained, bin/transcribe and the Hub
 #
 # Every stage logs to a file under its output dir, says what it did, and skips
 # work whose inputs have not changed (a signature in a .done file); pass
@@ -64,6 +66,7 @@ inference_tag=""
 inference_model=valid.acc.ave.pth
 inference_args=""
 batch_size=8            # decoding batch size
+pack_embed_max_mb=64    # stage 14: frozen model dirs up to this size go into the pack
 
 help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')"
 . utils/parse_options.sh
@@ -404,6 +407,16 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
     ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out "${results}" \
         --ref_root "${dumpdir}/raw"
     log "Stage 13: done; see ${results}"
+fi
+
+# ------------------------------------------------------------------ stage 14
+if [ ${stage} -le 14 ] && [ ${stop_stage} -ge 14 ]; then
+    [ -f "${asr_exp}/${inference_model}" ] || die "${asr_exp}/${inference_model} not found: train first (stage 11)"
+    log "Stage 14: packing ${asr_exp} (${inference_model}, results of ${inference_tag}) -> ${asr_exp}/pack"
+    ${python} -m espnet_llm_asr.bin.pack_model --exp_dir "${asr_exp}" --model_file "${inference_model}" \
+        --decode_tag "${inference_tag}" --embed_max_mb "${pack_embed_max_mb}"
+    log "Stage 14: done; transcribe with: python -m espnet_llm_asr.bin.transcribe --model ${asr_exp}/pack FILE...;" \
+        "share with: hf upload <user>/<repo> ${asr_exp}/pack ."
 fi
 
 log "Successfully finished stages ${stage}..${stop_stage}"
