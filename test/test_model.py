@@ -333,6 +333,19 @@ def test_lora_hold_steps_through_espnet_resume(assets):
     assert "lora_held=0.500" in proc.stderr  # batches 5-6 held, 7-8 not
 
 
+def _train_in_process(assets, frontend: str, name: str, *model_conf: str):
+    """Train ``frontend`` 2 steps in this process with these ``model_conf`` items; the exp dir."""
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, frontend)
+    out = root / name
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
+                         "--num_iters_per_epoch", "2", *[a for item in model_conf for a in ("--model_conf", item)],
+                         *data_args(data)])
+    return out
+
+
 def test_joint_ctc_decoding(assets):
     """Decoding with ctc_weight: a model trained with the auxiliary CTC (and a blank offset) decodes a batch
     as it decodes each utterance alone (greedy and beam search), ctc_weight 0 is the
@@ -343,10 +356,7 @@ def test_joint_ctc_decoding(assets):
 
     root, data, models = assets
     conf = train_config(root, models, "cif_smear")
-    out = root / "exp_joint_ctc"
-    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
-                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0",
-                         "--model_conf", "ctc_blank_bias=5.0", *data_args(data)])
+    out = _train_in_process(assets, "cif_smear", "exp_joint_ctc", "ctc_weight=1.0", "ctc_blank_bias=5.0")
     wavs = [root / "wav" / f"{uid}.wav" for uid, *_ in UTTS]
     langs = [lang for _, lang, *_ in UTTS]
     base = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6)
@@ -382,14 +392,9 @@ def test_ctc_vocab_train_text_is_resolved_into_the_config(assets):
     import espnet_llm_asr  # noqa: F401
     from espnet_llm_asr.ctc_vocab import transcript_token_ids
     from espnet_llm_asr.inference import Speech2Text
-    from espnet_llm_asr.task import LLMASRTask
 
     root, data, models = assets
-    conf = train_config(root, models, "smear_moe")
-    out = root / "exp_ctc_vocab"
-    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
-                         "--num_iters_per_epoch", "2", "--model_conf", "ctc_weight=1.0",
-                         "--model_conf", "ctc_vocab=train_text", *data_args(data)])
+    out = _train_in_process(assets, "smear_moe", "exp_ctc_vocab", "ctc_weight=1.0", "ctc_vocab=train_text")
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))["model_conf"]["ctc_vocab"]
     s2t = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, ctc_weight=0.5)
     expected = transcript_token_ids(str(data / "text"), s2t.model.llm.tokenizer)

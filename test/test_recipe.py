@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,39 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     assert "Stage 11" not in proc.stdout and "Stage 12: decoding test" in proc.stdout
     assert (decode / "test" / "text").stat().st_mtime_ns != before[1]
 
+    _pack_and_decode_elsewhere(recipe, exp, decode / "test", tmp_path / "elsewhere")
     _dump_float16(recipe)
     _compare_two_projectors(recipe)
+
+
+def _pack_and_decode_elsewhere(recipe: Path, exp: Path, decoded: Path, elsewhere: Path) -> None:
+    """Stage 14 packs the model with its toy frozen models; the pack, copied to another
+    directory, decodes in a fresh process the hypotheses stage 12 wrote (same dumped features)."""
+    import shutil
+
+    proc = _run(recipe, "--stage", "14", "--stop_stage", "14", *FAST)
+    assert "Stage 14: done" in proc.stdout, proc.stdout[-3000:]
+    pack = exp / "pack"
+    manifest = yaml.safe_load((pack / "frozen_models.yaml").read_text(encoding="utf-8"))
+    assert manifest["llm"]["embedded"] == "frozen/llm" and manifest["encoder"]["embedded"] == "frozen/encoder"
+    assert "|test|" in (pack / "README.md").read_text(encoding="utf-8")  # the sclite summary
+    copy = elsewhere / "pack"
+    shutil.copytree(pack, copy)
+    feats = recipe / "dump" / "feats" / "test" / "feats.scp"
+    script = (
+        "import sys, kaldiio; from espnet_llm_asr.inference import Speech2Text\n"
+        "s2t = Speech2Text.from_pretrained(sys.argv[1])\n"
+        "langs = dict(l.split() for l in open(sys.argv[3]))\n"
+        "feats = sorted(kaldiio.load_scp(sys.argv[2]).items())\n"
+        "for (uid, x), h in zip(feats, s2t.batch([x for _, x in feats], [langs[u] for u, _ in feats])):\n"
+        "    print(uid, h.text)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", script, str(copy), str(feats),
+                           str(recipe / "dump" / "raw" / "test" / "utt2lang")],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = [ln.rstrip() for ln in proc.stdout.splitlines() if ln.strip()]
+    assert got == [ln.rstrip() for ln in (decoded / "text").read_text(encoding="utf-8").splitlines()]
 
 
 def _dump_float16(recipe: Path) -> None:

@@ -254,6 +254,21 @@ def score_row(dataset: str, s: ScliteScore) -> str:
     return f"|{dataset}|{s.snt}|{s.wrd}|" + "|".join(_fmt_pct(s.pct[k]) for k in PCT_KEYS) + "|"
 
 
+def score_table_lines(results: Sequence[TestSetResult], name=lambda r: r.dataset) -> List[str]:
+    """sclite's summary as tables, WER then CER: a row per test set (``name(r)``) and per language."""
+    lines = []
+    for unit in ("wer", "cer"):
+        lines += [f"### {unit.upper()}", "", "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in results:
+            for lang in sorted(r.scores, key=lambda k: (k != ALL, k)):
+                if unit in r.scores[lang]:
+                    label = name(r) if lang == ALL else f"{name(r)}/{lang}"
+                    lines.append(score_row(label, r.scores[lang][unit]))
+        lines.append("")
+    return lines
+
+
 def _git(args: Sequence[str], cwd: Path) -> Optional[str]:
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -430,15 +445,7 @@ def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", 
         for r in results:
             analyse_routing(r, out_dir, root, plots, cif_plots)
         lines.append("")
-        for unit in ("wer", "cer"):
-            lines += [f"### {unit.upper()}", "", "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            for r in results:
-                for lang in sorted(r.scores, key=lambda k: (k != ALL, k)):
-                    if unit in r.scores[lang]:
-                        name = r.dataset if lang == ALL else f"{r.dataset}/{lang}"
-                        lines.append(score_row(name, r.scores[lang][unit]))
-            lines.append("")
+        lines += score_table_lines(results)
         for r in results:
             if r.notes:
                 lines += [f"### Routing: {r.dataset}", ""] + r.notes + [""]

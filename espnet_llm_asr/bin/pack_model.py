@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from espnet_llm_asr.bin.make_results import ALL, collect_exp, environment_lines, score_row
+from espnet_llm_asr.bin.make_results import collect_exp, environment_lines, score_table_lines
 from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, describe, frozen_model_sources,
                                           local_dir, locate, read_manifest, relative_path)
 from espnet_llm_asr.inference import PACK_DECODE_CONFIG, PACK_MODEL_FILE
@@ -70,16 +70,7 @@ def _results_lines(exp_dir: Path, decode_tag: Optional[str], decode: Dict) -> Li
     ctc = float(decode.get("ctc_weight") or 0.0)
     how = f"joint with the CTC (weight {ctc:g})" if ctc > 0 else "by the LLM alone"
     lines = [f"sclite, decoded {how} (`{PACK_DECODE_CONFIG}`), `{results[0].decode_tag}`:", ""]
-    for unit in ("wer", "cer"):
-        lines += [f"### {unit.upper()}", "", "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in results:
-            for lang in sorted(r.scores, key=lambda k: (k != ALL, k)):
-                if unit in r.scores[lang]:
-                    lines.append(score_row(r.test_set if lang == ALL else f"{r.test_set}/{lang}",
-                                           r.scores[lang][unit]))
-        lines.append("")
-    return lines
+    return lines + score_table_lines(results, name=lambda r: r.test_set)
 
 
 def model_card(name: str, conf: Dict, entries: Dict[str, Dict], langs: List[str], results: List[str]) -> str:
@@ -91,8 +82,9 @@ def model_card(name: str, conf: Dict, entries: Dict[str, Dict], langs: List[str]
     lines = [
         f"# {name}", "",
         f"An espnet_llm_asr speech recognizer: the frozen speech encoder "
-        f"`{(conf.get('frontend_conf') or {}).get('encoder', '?')}`, a trained `{conf.get('frontend')}` "
-        f"projector, and the frozen LLM `{conf.get('llm')}`" + (" with trained LoRA adapters" if lora else "")
+        f"`{(entries.get('encoder') or {}).get('source', 'none (dumped features)')}`, a trained "
+        f"`{conf.get('frontend')}` projector, and the frozen LLM `{(entries.get('llm') or {}).get('source')}`"
+        + (" with trained LoRA adapters" if lora else "")
         + f". Languages: {', '.join(langs) if langs else 'any (no language ids)'}.", "",
         "## Frozen models", "",
         "The projector reads one encoder's vectors and writes into one LLM's embedding space: it needs "
