@@ -22,8 +22,6 @@ install_requires = [
     "sentencepiece",
     "kaldiio>=2.17",
     "soundfile>=0.12",
-    # bin/transcribe resamples audio of any rate to 16 kHz (already in the lock, via librosa)
-    "soxr>=0.3",
     "jiwer>=3.0",
     "pyyaml>=5.1",
     "tqdm",

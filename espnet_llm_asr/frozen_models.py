@@ -77,20 +77,31 @@ def frozen_model_sources(config: Mapping) -> Dict[str, str]:
     return sources
 
 
-def local_dir(source: str, base: Optional[Path] = None) -> Optional[Path]:
-    """The local model dir ``source`` names (relative to ``base``, else the working dir), or None
-    (a hub name, or a dir that is not there)."""
+def with_frozen_paths(config: Mapping, paths: Mapping[str, str]) -> Dict:
+    """A copy of a training config with its frozen models ({role: path}, the roles of
+    :func:`frozen_model_sources`) loaded from these paths."""
+    unknown = sorted(set(paths) - {"llm", "encoder"})
+    if unknown:
+        raise ValueError(f"frozen model override {unknown}: the roles are llm and encoder")
+    config = dict(config)
+    if "llm" in paths:
+        config["llm"] = paths["llm"]
+    if "encoder" in paths:
+        config["frontend_conf"] = {**(config.get("frontend_conf") or {}), "encoder": paths["encoder"]}
+    return config
+
+
+def local_dir(source: str) -> Optional[Path]:
+    """The local model dir ``source`` names, or None (a hub name, or a dir that is not there)."""
     path = Path(source)
-    if not path.is_absolute() and base is not None:
-        path = base / path
     return path if (path / "config.json").is_file() else None
 
 
-def describe(sources: Mapping[str, str], base: Optional[Path] = None) -> Dict[str, Dict]:
+def describe(sources: Mapping[str, str]) -> Dict[str, Dict]:
     """The manifest entries of these frozen models (fingerprinted where they are local dirs)."""
     entries = {}
     for role, source in sources.items():
-        found = local_dir(source, base)
+        found = local_dir(source)
         entry = {"source": source}
         if found is None:
             entry["fingerprint"] = None  # a hub name: transformers' cache decides what it loads
@@ -101,11 +112,11 @@ def describe(sources: Mapping[str, str], base: Optional[Path] = None) -> Dict[st
     return entries
 
 
-def write_manifest(out_dir, sources: Mapping[str, str], base: Optional[Path] = None) -> Path:
+def write_manifest(out_dir, sources: Mapping[str, str]) -> Path:
     """Write ``<out_dir>/frozen_models.yaml`` for these models (atomically); returns its path."""
     path = Path(out_dir) / MANIFEST
     text = ("# the frozen models this projector was trained with (espnet_llm_asr.frozen_models)\n"
-            + yaml.safe_dump(describe(sources, base), sort_keys=True, allow_unicode=True))
+            + yaml.safe_dump(describe(sources), sort_keys=True, allow_unicode=True))
     atomic_write_text(path, text)
     return path
 
@@ -121,8 +132,7 @@ def read_manifest(path) -> Dict[str, Dict]:
     return data
 
 
-def check_frozen_models(manifest_path, found: Mapping[str, str], allow_mismatch: bool = False,
-                        base: Optional[Path] = None) -> None:
+def check_frozen_models(manifest_path, found: Mapping[str, str], allow_mismatch: bool = False) -> None:
     """Compare the frozen models about to be loaded ({role: path or name}) with the manifest.
 
     No manifest: a warning (an experiment dir from before manifests existed).
@@ -139,7 +149,7 @@ def check_frozen_models(manifest_path, found: Mapping[str, str], allow_mismatch:
     manifest = read_manifest(manifest_path)
     for role, source in found.items():
         expected = (manifest.get(role) or {}).get("fingerprint")
-        local = local_dir(source, base)
+        local = local_dir(source)
         if expected is None or local is None:
             continue  # trained or loaded by hub name: nothing local to compare
         actual = fingerprint(local)

@@ -66,7 +66,8 @@ def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str,
     against the manifest's fingerprints (:func:`~espnet_llm_asr.frozen_models.check_frozen_models`).
     """
     import espnet_llm_asr  # noqa: F401
-    from espnet_llm_asr.frozen_models import MANIFEST, check_frozen_models, locate, read_manifest
+    from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, frozen_model_sources, locate,
+                                              read_manifest, with_frozen_paths)
     from espnet_llm_asr.task import LLMASRTask
 
     config = Path(config)
@@ -76,19 +77,10 @@ def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str,
         conf = yaml.safe_load(f)
     manifest_path = config.parent / MANIFEST
     manifest = read_manifest(manifest_path) if manifest_path.is_file() else {}
-    overrides = dict(frozen_paths or {})
-    unknown = sorted(set(overrides) - {"llm", "encoder"})
-    if unknown:
-        raise ValueError(f"frozen model override {unknown}: the roles are llm and encoder")
-    frontend_conf = dict(conf.get("frontend_conf") or {})
-    found = {}
-    if conf.get("llm"):
-        conf["llm"] = found["llm"] = overrides.get("llm") or locate(conf["llm"], config.parent, manifest.get("llm"))
-    if frontend_conf.get("encoder") or "encoder" in overrides:
-        frontend_conf["encoder"] = found["encoder"] = (overrides.get("encoder") or
-                                                       locate(frontend_conf["encoder"], config.parent,
-                                                              manifest.get("encoder")))
-        conf["frontend_conf"] = frontend_conf
+    found = {role: locate(source, config.parent, manifest.get(role))
+             for role, source in frozen_model_sources(conf).items()}
+    found.update(frozen_paths or {})
+    conf = with_frozen_paths(conf, found)
     if conf.get("lang_list"):
         conf["lang_list"] = locate(conf["lang_list"], config.parent)
     check_frozen_models(manifest_path, found, allow_frozen_mismatch)

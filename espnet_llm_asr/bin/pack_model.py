@@ -35,7 +35,8 @@ import yaml
 
 from espnet_llm_asr.bin.make_results import collect_exp, environment_lines, score_table_lines
 from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, describe, frozen_model_sources,
-                                          local_dir, locate, read_manifest, relative_path)
+                                          local_dir, locate, read_manifest, relative_path,
+                                          with_frozen_paths)
 from espnet_llm_asr.inference import PACK_DECODE_CONFIG, PACK_MODEL_FILE
 from espnet_llm_asr.utils import atomic_write_text
 
@@ -135,22 +136,16 @@ def pack(exp_dir, model_file: str = "valid.acc.ave.pth", out_dir=None, decode_ta
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        frontend_conf = dict(conf.get("frontend_conf") or {})
+        sources, paths = frozen_model_sources(conf), {}
         for role, entry in entries.items():
-            source = conf["llm"] if role == "llm" else frontend_conf["encoder"]
-            found = local_dir(locate(source, exp_dir, entry))
+            found = local_dir(locate(sources[role], exp_dir, entry))
             if found is not None and _dir_mb(found) <= embed_max_mb:
                 shutil.copytree(found, tmp / "frozen" / role)
-                entry["embedded"] = path = f"frozen/{role}"
+                entry["embedded"] = paths[role] = f"frozen/{role}"
             else:
                 entry["embedded"] = None
-                path = relative_path(found, out_dir) if found is not None else source
-            if role == "llm":
-                conf["llm"] = path
-            else:
-                frontend_conf["encoder"] = path
-        if frontend_conf:
-            conf["frontend_conf"] = frontend_conf
+                paths[role] = relative_path(found, out_dir) if found is not None else sources[role]
+        conf = with_frozen_paths(conf, paths)
         langs = []
         if conf.get("lang_list"):
             lang_list = Path(locate(conf["lang_list"], exp_dir))
