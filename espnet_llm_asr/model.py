@@ -88,6 +88,16 @@ class LLMASRModel(AbsESPnetModel):
             the checkpoints, so ``--resume`` continues it.  0 (default): the
             adapters train from the first batch.  Needs ``llm_conf.lora_conf``;
             with DDP also ``--unused_parameters true`` (held adapters get no gradient).
+        llm_hold_steps: the LLM sits out the first this many training
+            batches altogether: no LLM forward, the loss is the projector's
+            auxiliary loss plus the CTC (needs ``ctc_weight > 0``), so that
+            the projector first learns, at the cost of the projector and the
+            LLM's output head alone, to put the spoken tokens' embeddings
+            where the CTC reads them, and the LLM then trains against vectors
+            it can already read.  Counted as ``lora_hold_steps`` (the same
+            saved buffer); those batches report ``loss_ce`` and ``acc`` as NaN
+            (left out of ESPnet's averages) and ``llm_held`` 1; validation
+            always runs the LLM.  0 (default): the LLM from the first batch.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class LLMASRModel(AbsESPnetModel):
         ctc_vocab: Optional[Sequence[int]] = None,
         specaug: Optional[torch.nn.Module] = None,
         lora_hold_steps: int = 0,
+        llm_hold_steps: int = 0,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -141,9 +152,15 @@ class LLMASRModel(AbsESPnetModel):
             raise ValueError(f"model_conf.lora_hold_steps={lora_hold_steps} but the LLM has no LoRA "
                              "adapters (set llm_conf.lora_conf)")
         self.lora_hold_steps = int(lora_hold_steps)
+        if llm_hold_steps < 0:
+            raise ValueError(f"model_conf.llm_hold_steps must be >= 0, got {llm_hold_steps}")
+        if llm_hold_steps and ctc_weight == 0:
+            raise ValueError(f"model_conf.llm_hold_steps={llm_hold_steps} needs model_conf.ctc_weight > 0: "
+                             "while the LLM sits out, the CTC is what trains the projector")
+        self.llm_hold_steps = int(llm_hold_steps)
         # persistent only when used: checkpoints of models without it keep loading strictly
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long),
-                             persistent=bool(lora_hold_steps))
+                             persistent=bool(lora_hold_steps or llm_hold_steps))
 
     # ------------------------------------------------------- checkpoints
     def _frozen_prefixes(self) -> List[str]:
@@ -235,20 +252,16 @@ class LLMASRModel(AbsESPnetModel):
         augment = self.specaug if self.training else None
         proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths, augment=augment)
         texts = [text[i, : int(text_lengths[i])].tolist() for i in range(batch)]
-        pieces = self._pieces(proj, lang_ids, texts)
-        batch_in = training_batch(pieces, texts, self.llm.eos_token_id, self.llm.max_aligned_length)
-
-        lora_held = self._lora_held()
-        with self.llm.lora_disabled() if lora_held else contextlib.nullcontext():
-            logits = self.llm(batch_in.inputs, batch_in.attention_mask, batch_in.position_ids,
-                              logits_to_keep=batch_in.logits_to_keep)
-        # the token at position t is predicted from position t-1
-        logits, targets = logits[:, :-1].float(), batch_in.targets
-        mask = targets != IGNORE_ID
-        loss_ce = F.cross_entropy(logits[mask], targets[mask])
-        acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
+        batch_index = self._count_batch()
+        llm_held = batch_index is not None and batch_index <= self.llm_hold_steps
+        lora_held = batch_index is not None and batch_index <= self.lora_hold_steps
+        if llm_held:
+            nan = torch.tensor(float("nan"), device=proj.embeds.device)
+            loss_ce, acc = nan, nan
+        else:
+            loss_ce, acc = self._llm_loss(proj, lang_ids, texts, lora_held)
         aux = proj.aux_loss * self.aux_loss_weight
-        loss = loss_ce + aux
+        loss = aux if llm_held else loss_ce + aux
         extra = {}
         if self.ctc_weight > 0:
             extra["loss_ctc"] = self.ctc_loss(proj, texts)
@@ -261,16 +274,33 @@ class LLMASRModel(AbsESPnetModel):
         stats.update({k: v.detach() for k, v in extra.items()})
         if self.lora_hold_steps:
             stats["lora_held"] = torch.tensor(float(lora_held), device=loss.device)
+        if self.llm_hold_steps:
+            stats["llm_held"] = torch.tensor(float(llm_held), device=loss.device)
         stats.update(self.routing_stats(proj, text_lengths))
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight
 
-    def _lora_held(self) -> bool:
-        """Count a training batch; whether the LoRA adapters still sit it out."""
-        if not self.lora_hold_steps or not self.training:
-            return False
+    def _llm_loss(self, proj: ProjectorOutput, lang_ids: Optional[torch.Tensor], texts: List[List[int]],
+                  lora_held: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and token accuracy of the LLM over the transcripts (+ EOS) after the speech."""
+        pieces = self._pieces(proj, lang_ids, texts)
+        batch_in = training_batch(pieces, texts, self.llm.eos_token_id, self.llm.max_aligned_length)
+        with self.llm.lora_disabled() if lora_held else contextlib.nullcontext():
+            logits = self.llm(batch_in.inputs, batch_in.attention_mask, batch_in.position_ids,
+                              logits_to_keep=batch_in.logits_to_keep)
+        # the token at position t is predicted from position t-1
+        logits, targets = logits[:, :-1].float(), batch_in.targets
+        mask = targets != IGNORE_ID
+        loss_ce = F.cross_entropy(logits[mask], targets[mask])
+        acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
+        return loss_ce, acc
+
+    def _count_batch(self) -> Optional[int]:
+        """Count a training batch (when a hold option needs the count): its 1-based index, else None."""
+        if not (self.lora_hold_steps or self.llm_hold_steps) or not self.training:
+            return None
         self.train_batches += 1
-        return int(self.train_batches) <= self.lora_hold_steps
+        return int(self.train_batches)
 
     def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]]) -> torch.Tensor:
         """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids

@@ -348,6 +348,51 @@ def test_lora_hold_steps_keeps_the_adapters_out_of_the_first_batches(models):
         _model(models, model_conf={"lora_hold_steps": 5})
 
 
+def test_llm_hold_steps_trains_the_projector_by_the_ctc_alone_first(models, monkeypatch):
+    """llm_hold_steps=2: batches 1-2 never call the LLM (loss = CTC + aux exactly, CE and accuracy
+    NaN, no gradient reaches LoRA), batch 3 runs it; validation always runs it and does not count;
+    the count is saved; without a CTC the option is refused."""
+    import math
+
+    from espnet_llm_asr.llm import CausalLLM
+
+    lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    model = _model(models, lora_conf=lora_conf, model_conf={"llm_hold_steps": 2, "ctc_weight": 0.5})
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    calls = []
+    forward = CausalLLM.forward
+    monkeypatch.setattr(CausalLLM, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    torch.manual_seed(0)
+    feats, text = torch.randn(1, 20, 8), torch.tensor([[5, 6]])
+    batch = (feats, torch.tensor([20]), text, torch.tensor([2]), torch.tensor([[0]]))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        calls.clear()
+        loss, stats, _ = model(*batch)
+        loss.backward()
+        return loss, stats, [p.grad for p in lora]
+
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(*batch)
+    assert calls and math.isfinite(stats["acc"].item()) and stats["llm_held"].item() == 0.0
+    model.train()
+    for _ in range(2):
+        loss, stats, grads = step()
+        assert not calls and stats["llm_held"].item() == 1.0
+        assert math.isnan(stats["loss_ce"].item()) and math.isnan(stats["acc"].item())
+        torch.testing.assert_close(loss, stats["aux_loss"] + 0.5 * stats["loss_ctc"])
+        assert all(g is None for g in grads)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.frontend.projector.parameters())
+    loss, stats, grads = step()
+    assert calls and stats["llm_held"].item() == 0.0 and math.isfinite(stats["loss_ce"].item())
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert int(model.state_dict()["train_batches"]) == 3
+    with pytest.raises(ValueError, match="ctc_weight"):
+        _model(models, model_conf={"llm_hold_steps": 5})
+
+
 def test_auxiliary_ctc_over_a_token_subset(models):
     """ctc_vocab: the CTC's softmax runs over the given tokens and the blank only (the LLM head's
     rows for them), the loss is the CTC of those log-probabilities by hand, an utterance with a
