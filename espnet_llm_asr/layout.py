@@ -7,7 +7,9 @@ it, ``y``: transcript tokens)::
 
 ``c`` is the LLM's speech embedding scale (:attr:`CausalLLM.speech_embed_scale`:
 Gemma's sqrt(hidden), which its embedding layer applies to token embeddings
-but not to ``inputs_embeds``; 1 for Llama, Qwen).
+but not to ``inputs_embeds``; 1 for Llama, Qwen), or, with
+:attr:`CausalLLM.speech_rms`, ``c * speech`` is each vector rescaled to that
+root-mean-square (:func:`rescale_speech`).
 
 Training (:func:`training_batch`): the padding of a row goes between its
 speech and ``S``, so that every row's ``S`` ends at the same position ``A``
@@ -47,6 +49,18 @@ class Prompted:
     tail: torch.Tensor  # (T_i, D)
 
 
+def rescale_speech(llm, vectors: torch.Tensor) -> torch.Tensor:
+    """(T', D) projected vectors -> the (T', D) vectors the LLM reads: times ``llm.speech_embed_scale``, or,
+    when ``llm.speech_rms`` is set, each vector rescaled to that RMS (computed in float32)."""
+    if llm.speech_rms is not None:
+        x = vectors.float()
+        x = x * (llm.speech_rms * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-12))
+        return x.to(vectors.dtype)
+    if llm.speech_embed_scale != 1.0:
+        return vectors * llm.speech_embed_scale
+    return vectors
+
+
 def utterance_pieces(llm, speech: torch.Tensor, speech_lengths: torch.Tensor, langs: Sequence[Optional[str]],
                      texts: Optional[List[List[int]]] = None) -> List[Prompted]:
     """Embed each utterance's prompt (and transcript) around its speech vectors.
@@ -59,16 +73,14 @@ def utterance_pieces(llm, speech: torch.Tensor, speech_lengths: torch.Tensor, la
         texts: transcript token ids per row (training), or None (generation).
     Returns:
         per row, ``head`` (len(P) + T'_i, D) and ``tail`` (len(S) [+ N_i + 1], D) in the LLM's dtype;
-        the speech multiplied by ``llm.speech_embed_scale`` (in its own dtype, then cast).
+        the speech through :func:`rescale_speech` (in its own dtype, then cast).
     """
     pieces = []
     for i, lang in enumerate(langs):
         prefix, suffix = llm.prompt_ids(lang)
         tail = suffix + (texts[i] + [llm.eos_token_id] if texts is not None else [])
         emb = llm.embed(torch.tensor(prefix + tail, dtype=torch.long, device=speech.device))
-        vectors = speech[i, : int(speech_lengths[i])]
-        if llm.speech_embed_scale != 1.0:
-            vectors = vectors * llm.speech_embed_scale
+        vectors = rescale_speech(llm, speech[i, : int(speech_lengths[i])])
         head = torch.cat([emb[: len(prefix)], vectors.to(emb.dtype)], dim=0)
         pieces.append(Prompted(head, emb[len(prefix):]))
     return pieces

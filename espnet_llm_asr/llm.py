@@ -172,6 +172,27 @@ def resolve_speech_embed_scale(value: Union[str, float], model) -> float:
     return scale
 
 
+def token_embedding_rms(model) -> float:
+    """Root-mean-square of the LLM's token embeddings as its layers receive them (its ``embed_scale`` applied)."""
+    weight = model.get_input_embeddings().weight
+    return float(weight.detach().float().pow(2).mean().sqrt()) * input_embed_scale(model)
+
+
+def resolve_speech_rms(value: Union[None, str, float], model) -> Optional[float]:
+    """``llm_conf.speech_rms``: None (off), ``auto`` -> :func:`token_embedding_rms`, or a positive number."""
+    if value is None:
+        return None
+    if value == "auto":
+        return token_embedding_rms(model)
+    try:
+        rms = float(value)
+    except (TypeError, ValueError):
+        rms = float("nan")
+    if not rms > 0 or rms == float("inf"):
+        raise ValueError(f"llm_conf.speech_rms must be null, 'auto' or a positive number, got {value!r}")
+    return rms
+
+
 def is_lora_name(name: str) -> bool:
     """Whether a module or parameter name is part of peft's LoRA adapters (``lora_A``, ``lora_B``, ...)."""
     return "lora_" in name
@@ -200,6 +221,14 @@ class CausalLLM(torch.nn.Module):
             for every input vector.  A number: that factor.  The training task
             writes the resolved number into config.yaml, so decoding uses the
             factor the projector was trained with.
+        speech_rms: rescale every projected speech vector to this root-mean-square
+            (over its D components) before it joins the prompt, in place of
+            ``speech_embed_scale``: ``auto``: the RMS of the LLM's own token
+            embeddings as its layers receive them (1.03 for Gemma-3-270M), so
+            that the speech vectors have the length of the token embeddings
+            whatever length the projector (or an auxiliary CTC through the
+            output head) gives them.  None (default): off.  Written into
+            config.yaml resolved, like ``speech_embed_scale``.
     """
 
     def __init__(
@@ -214,6 +243,7 @@ class CausalLLM(torch.nn.Module):
         lang_instruction: Optional[str] = None,
         attn_implementation: Optional[str] = None,
         speech_embed_scale: Union[str, float] = "auto",
+        speech_rms: Union[None, str, float] = None,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -254,6 +284,10 @@ class CausalLLM(torch.nn.Module):
         self.speech_embed_scale = resolve_speech_embed_scale(speech_embed_scale, model)
         logging.info("LLM %s: speech embedding scale %g (llm_conf.speech_embed_scale: %s)",
                      model_name_or_path, self.speech_embed_scale, speech_embed_scale)
+        self.speech_rms = resolve_speech_rms(speech_rms, model)
+        if self.speech_rms is not None:
+            logging.info("LLM %s: every speech vector rescaled to RMS %g (llm_conf.speech_rms: %s)",
+                         model_name_or_path, self.speech_rms, speech_rms)
 
     @staticmethod
     def _add_lora(model, lora_conf: Dict):

@@ -235,7 +235,7 @@ class LLMASRTask(_abs_task.AbsTask):
         llm = CausalLLM(args.llm, **llm_conf)
         # config.yaml (written after build_model) records the factor the projector is trained with,
         # not "auto": decoding uses it whatever the LLM's library version says then
-        args.llm_conf = {**llm_conf, "speech_embed_scale": llm.speech_embed_scale}
+        args.llm_conf = {**llm_conf, "speech_embed_scale": llm.speech_embed_scale, "speech_rms": llm.speech_rms}
         frontend_conf = dict(getattr(args, "frontend_conf", None) or {})
         frontend_conf.setdefault("output_dim", llm.hidden_size)
         if frontend_conf["output_dim"] != llm.hidden_size:

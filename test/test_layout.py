@@ -88,6 +88,34 @@ def test_llama_is_unchanged_and_a_number_overrides(llms):
             _llm(llms, "llama", speech_embed_scale=bad)
 
 
+def test_speech_rms_gives_every_speech_vector_the_token_embeddings_length(llms):
+    from espnet_llm_asr.layout import utterance_pieces
+
+    llm = _llm(llms, "gemma3", speech_rms="auto")
+    table = llm.model.get_input_embeddings().weight.detach()
+    want = float(table.pow(2).mean().sqrt()) * math.sqrt(HIDDEN)  # the RMS of the scaled token embeddings
+    assert llm.speech_rms == pytest.approx(want, rel=1e-5)
+    # vectors of very different lengths, one of them 1000x: all come out at the token RMS, directions kept
+    speech = torch.randn(1, 4, HIDDEN) * torch.tensor([0.01, 1.0, 10.0, 1000.0]).view(1, 4, 1)
+    speech.requires_grad_(True)
+    piece = utterance_pieces(llm, speech, torch.tensor([4]), [None])[0]
+    got = piece.head[len(llm.prompt_ids(None)[0]):]
+    torch.testing.assert_close(got.pow(2).mean(-1).sqrt(), torch.full((4,), want))
+    cos = torch.nn.functional.cosine_similarity(got, speech[0], dim=-1)
+    torch.testing.assert_close(cos, torch.ones(4))
+    got.sum().backward()  # the projector still learns through the rescaling
+    assert torch.isfinite(speech.grad).all() and speech.grad.abs().sum() > 0
+    # text positions are untouched
+    prefix = llm.prompt_ids(None)[0]
+    torch.testing.assert_close(piece.head[: len(prefix)], table[prefix] * llm.speech_embed_scale)
+
+    assert _llm(llms, "llama", speech_rms=0.5).speech_rms == 0.5
+    assert _llm(llms, "llama").speech_rms is None
+    for bad in ("big", 0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="llm_conf.speech_rms"):
+            _llm(llms, "llama", speech_rms=bad)
+
+
 def _model(llms, arch):
     import espnet_llm_asr  # noqa: F401
     from espnet_llm_asr.frontend import FRONTEND_CLASSES
