@@ -100,16 +100,18 @@ def test_run_paper_sh_names_existing_configs():
             assert (RECIPE / token.rstrip(";")).is_file(), token
 
 
-# the configs the README uses (conf/), the test suite's fast run (conf/fast/), the variants tried (conf/tuning/)
+# the configs the README uses (conf/), the test suite's fast run (conf/fast/), the real checkpoints'
+# (conf/real_small/), the variants tried (conf/tuning/)
 RECIPE_TRAIN = (sorted((RECIPE / "conf").glob("train_*.yaml"))
                 + sorted((RECIPE / "conf" / "fast").glob("train*.yaml"))
+                + sorted((RECIPE / "conf" / "real_small").glob("train_*.yaml"))
                 + sorted((RECIPE / "conf" / "tuning").glob("train_*.yaml")))
 COMPARED = ["mono", "multi", "dense", "hard_moe", "smear_moe", "cif", "cif_smear_frozen"]
 
 
 @pytest.mark.parametrize("path", RECIPE_TRAIN, ids=[str(p.relative_to(RECIPE / "conf")) for p in RECIPE_TRAIN])
 def test_recipe_train_configs_parse(path, tmp_path):
-    """Every conf/train_*.yaml, conf/fast/train.yaml and conf/tuning/train_*.yaml of the default
+    """Every conf/train_*.yaml, conf/fast/train.yaml, conf/real_small/train_*.yaml and conf/tuning/train_*.yaml of the default
     recipe parses with the task's parser and its nested confs name only keys of what they configure
     (typos fail here, not in stage 11)."""
     from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend
@@ -136,3 +138,18 @@ def test_compared_projectors_share_everything_but_the_projector():
         assert rest[name] == rest["mono"], name
     assert {c["frontend"] for c in confs.values()} == {"mono", "multi", "dense", "hard_moe", "smear_moe", "cif",
                                                         "cif_smear"}
+
+
+def test_real_small_compared_projectors_share_everything_but_the_projector():
+    """conf/real_small/train_frozen_{mono,smear_moe,cif_smear}.yaml: the real checkpoints' comparison, one
+    schedule, the LLM fully frozen (no LoRA)."""
+    names = ["mono", "smear_moe", "cif_smear"]
+    confs = {n: yaml.safe_load((RECIPE / "conf" / "real_small" / f"train_frozen_{n}.yaml").read_text(encoding="utf-8"))
+             for n in names}
+    rest = {n: {k: v for k, v in c.items() if k not in ("frontend", "frontend_conf")} for n, c in confs.items()}
+    for name in names[1:]:
+        assert rest[name] == rest["mono"], name
+    assert [confs[n]["frontend"] for n in names] == names
+    assert confs["mono"]["llm_conf"]["freeze"] is True and "lora_conf" not in confs["mono"]["llm_conf"]
+    for c in confs.values():
+        assert c["frontend_conf"]["encoder_conf"] == {"pad_to_30s": False}
