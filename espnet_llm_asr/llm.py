@@ -34,7 +34,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -159,17 +159,23 @@ def input_embed_scale(model) -> float:
     return 1.0 if scale is None else float(scale)
 
 
+def _auto_or_positive(value, auto: Callable[[], float], option: str, allowed: str) -> float:
+    """``auto`` -> ``auto()``; a positive finite number as it is; else a ValueError naming ``llm_conf.<option>``."""
+    if value == "auto":
+        return auto()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"llm_conf.{option} must be {allowed}, got {value!r}")
+    return number
+
+
 def resolve_speech_embed_scale(value: Union[str, float], model) -> float:
     """``llm_conf.speech_embed_scale``: ``auto`` -> :func:`input_embed_scale`; a positive number as it is."""
-    if value == "auto":
-        return input_embed_scale(model)
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        scale = float("nan")
-    if not scale > 0 or scale == float("inf"):
-        raise ValueError(f"llm_conf.speech_embed_scale must be 'auto' or a positive number, got {value!r}")
-    return scale
+    return _auto_or_positive(value, lambda: input_embed_scale(model), "speech_embed_scale",
+                             "'auto' or a positive number")
 
 
 def token_embedding_rms(model) -> float:
@@ -182,15 +188,8 @@ def resolve_speech_rms(value: Union[None, str, float], model) -> Optional[float]
     """``llm_conf.speech_rms``: None (off), ``auto`` -> :func:`token_embedding_rms`, or a positive number."""
     if value is None:
         return None
-    if value == "auto":
-        return token_embedding_rms(model)
-    try:
-        rms = float(value)
-    except (TypeError, ValueError):
-        rms = float("nan")
-    if not rms > 0 or rms == float("inf"):
-        raise ValueError(f"llm_conf.speech_rms must be null, 'auto' or a positive number, got {value!r}")
-    return rms
+    return _auto_or_positive(value, lambda: token_embedding_rms(model), "speech_rms",
+                             "null, 'auto' or a positive number")
 
 
 def is_lora_name(name: str) -> bool:
