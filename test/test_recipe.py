@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--local_data_opts", "--size fast --nj 2", "--tiny_config", "conf/fast/tiny_models.yaml",
-        "--asr_config", "conf/fast/train.yaml", "--inference_config", "conf/fast/decode.yaml",
+        "--asr_config", "conf/fast/train_smear_moe.yaml", "--inference_config", "conf/fast/decode.yaml",
         "--test_sets", "test test_unseen_voice", "--nj", "2", "--inference_nj", "2"]
 
 
@@ -46,7 +46,7 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     _run(recipe, "--stage", "1", "--stop_stage", "13", *FAST)
 
     assert (recipe / "data" / "lang_list").read_text().split() == ["bn"]
-    exp = recipe / "exp" / "asr_train"  # the experiment and decode tag take the configs' basenames
+    exp = recipe / "exp" / "asr_train_smear_moe"  # the experiment and decode tag take the configs' basenames
     decode = exp / "decode_decode_valid.acc.ave"
     results = (recipe / "RESULTS.md").read_text(encoding="utf-8")
     for test_set in ("test", "test_unseen_voice"):
@@ -130,27 +130,27 @@ def _compare_two_projectors(recipe: Path) -> None:
     experiment is reused, a mono one trained; the table's numbers are sclite's."""
     from espnet_llm_asr.scoring import read_sclite_result
 
-    mono = yaml.safe_load((recipe / "conf" / "fast" / "train.yaml").read_text(encoding="utf-8"))
+    mono = yaml.safe_load((recipe / "conf" / "fast" / "train_smear_moe.yaml").read_text(encoding="utf-8"))
     mono.update(frontend="mono", frontend_conf={"hidden_dim": 32})
     (recipe / "conf" / "fast" / "train_mono.yaml").write_text(yaml.safe_dump(mono), encoding="utf-8")
     args = [a for i, a in enumerate(FAST) if "--asr_config" not in FAST[max(i - 1, 0):i + 1]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(["local/compare_projectors.sh", "--stage", "11", "--config_prefix", "conf/fast/",
-                           "--projectors", "train train_mono", *args],
+    proc = subprocess.run(["local/compare_projectors.sh", "--stage", "11", "--config_prefix", "conf/fast/train_",
+                           "--projectors", "smear_moe mono", *args],
                           cwd=recipe, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = (recipe / "exp" / "compare_projectors.md").read_text(encoding="utf-8")
     wer = table.split("### WER (%)")[1].split("###")[0]
     header = next(ln for ln in wer.splitlines() if ln.startswith("|test set|"))
-    assert header.split("|")[3:5] == ["asr_train (smear_moe)", "asr_train_mono (mono)"], header
+    assert header.split("|")[3:5] == ["asr_train_smear_moe (smear_moe)", "asr_train_mono (mono)"], header
     for test_set in ("test", "test_unseen_voice"):
         row = next(ln for ln in wer.splitlines() if ln.startswith(f"|{test_set}|all|"))
-        for col, name in enumerate(("train", "train_mono")):
+        for col, name in enumerate(("train_smear_moe", "train_mono")):
             result = recipe / "exp" / f"asr_{name}" / "decode_decode_valid.acc.ave" / test_set / "score_wer" / "result.txt"
             assert row.split("|")[3 + col] == f"{read_sclite_result(result).pct['Err']:.1f}", (row, name)
     # routing only for the MoE; parameters and training time from train.log
     routing = table.split("### Routing")[1]
-    assert "|asr_train (smear_moe)|test|2|" in routing and "asr_train_mono" not in routing
+    assert "|asr_train_smear_moe (smear_moe)|test|2|" in routing and "asr_train_mono" not in routing
     assert re.search(r"\|asr_train_mono \(mono\)\|[\d,]+\|[\d,]+\|0:\d\d:\d\d\|", table), table
 
 
@@ -230,13 +230,13 @@ def test_recipe_encoder_conf_defaults_to_the_training_config(tmp_path):
 
 
 RECIPE_CONF = ROOT / "egs2" / "indic" / "asr1" / "conf"
-OTHER_CONFIGS = sorted(p for p in RECIPE_CONF.rglob("*.yaml") if p.stem.split("_")[0] != "train")
+OTHER_CONFIGS = sorted(p for p in RECIPE_CONF.rglob("*.yaml") if not p.name.startswith("train_"))
 
 
 @pytest.mark.parametrize("path", OTHER_CONFIGS, ids=[str(p.relative_to(RECIPE_CONF)) for p in OTHER_CONFIGS])
 def test_recipe_configs_are_read_by_their_loaders(path):
     """Every yaml under conf/ that is not a training config (conf/tuning/ and conf/fast/ included; the
-    train.yaml and train_*.yaml are parsed by test_paper_configs) is read without error by the program
+    train_*.yaml are parsed by test_paper_configs) is read without error by the program
     that reads it: the tiny models' builder, the corpus synthesizer, the decoder. A yaml of no known
     kind fails here."""
     from espnet_llm_asr.bin.llm_asr_inference import parse_args
@@ -250,7 +250,7 @@ def test_recipe_configs_are_read_by_their_loaders(path):
     elif path.name.startswith("decode"):
         parse_args(["--config", str(path), "--output_dir", "x", "--data_path_and_name_and_type", "wav.scp,speech,sound"])
     else:
-        pytest.fail(f"{path}: no loader known for this kind of config (tiny_models*, corpus*, decode*, train*)")
+        pytest.fail(f"{path}: no loader known for this kind of config (tiny_models*, corpus*, decode*, train_*)")
 
 
 def test_recipe_conf_holds_the_configs_in_use_and_tuning_the_variants():
