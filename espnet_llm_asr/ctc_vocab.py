@@ -15,6 +15,12 @@ blank) keeps the same head rows (the LLM's, frozen) at a fraction of the cost.
   task when the model is built for training (:func:`transcript_token_ids`)
   and written into ``config.yaml`` as the list of ids, so that decoding uses
   the same set without the training data;
+- ``train_scripts``: every vocabulary piece written in the scripts of the
+  training transcripts (:func:`script_token_ids`: for Hindi, Marathi, Tamil
+  and Telugu, every Devanagari, Tamil and Telugu piece of the LLM), plus
+  the transcripts' own tokens; resolved and recorded like ``train_text``.
+  Unlike ``train_text`` it can emit the pieces of words that the training
+  text never holds (an open vocabulary), at the cost of a larger softmax;
 - a list of token ids.
 
 A transcript with a token outside the set cannot be a CTC target; such an
@@ -25,8 +31,9 @@ whose LLM candidates all lie outside the set still has finite scores).
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +59,46 @@ def transcript_token_ids(text_path: str, tokenizer) -> List[int]:
     if not ids:
         raise ValueError(f"{text_path}: no transcripts, so no CTC vocabulary")
     return sorted(int(i) for i in ids)
+
+
+def char_script(ch: str) -> str:
+    """The Unicode script of a letter or mark, as the first word of its name ("DEVANAGARI"); "" otherwise."""
+    if unicodedata.category(ch)[0] not in "LM":
+        return ""
+    return unicodedata.name(ch, "").split(" ", 1)[0]
+
+
+def transcript_scripts(text_path: str) -> List[str]:
+    """Sorted scripts of the letters of a Kaldi ``text`` file's transcripts (the utterance ids skipped)."""
+    scripts = set()
+    with open(text_path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(maxsplit=1)
+            if len(parts) == 2:
+                scripts.update(char_script(ch) for ch in parts[1])
+    scripts.discard("")
+    if not scripts:
+        raise ValueError(f"{text_path}: no letters in the transcripts, so no script for the CTC vocabulary")
+    return sorted(scripts)
+
+
+def script_token_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
+    """Sorted ids of the vocabulary pieces whose text is letters and marks of ``scripts`` only.
+
+    A piece's text is what the tokenizer decodes it to, word-boundary spaces
+    removed; pieces of other scripts, digits, punctuation, special tokens and
+    byte fragments (which decode to U+FFFD) are left out.
+    """
+    wanted = set(scripts)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    ids = []
+    for i, text in enumerate(texts):
+        text = "".join(text.split())
+        if text and all(char_script(ch) in wanted for ch in text):
+            ids.append(i)
+    if not ids:
+        raise ValueError(f"model_conf.ctc_vocab: the tokenizer has no piece written in {sorted(wanted)}")
+    return ids
 
 
 def training_text_path(data_path_and_name_and_type: Sequence[Sequence[str]]) -> str:

@@ -39,11 +39,10 @@ import torch
 from torch import nn
 
 from espnet_llm_asr.features import WhisperLogMel
-from espnet_llm_asr.torch_utils import apply_keeping_dtype
+from espnet_llm_asr.torch_utils import apply_keeping_dtype, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ---------------------------------------------------------------------- loading
@@ -179,8 +178,9 @@ class WhisperEncoder(nn.Module):
         model_name_or_path: local Whisper checkpoint dir or hub name (cached).
         pad_to_30s: run each window at the full 30 s as real Whisper does
             (see the module docstring); default runs on the real frames only.
-        dtype: ``float32`` | ``bfloat16`` | ``float16`` for the encoder
-            weights; log-mel features are always computed in float32.
+        dtype: ``float32`` | ``bfloat16`` | ``float16`` | ``auto`` for the
+            encoder weights (``auto`` as ``llm_conf.dtype``); log-mel features
+            are always computed in float32.
         trust_remote_code: passed to ``AutoConfig.from_pretrained``.
         freeze: frozen (default).  ``freeze=False`` makes it trainable (used
             by the CTC pretraining of the tiny encoder).
@@ -197,8 +197,7 @@ class WhisperEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig
 
-        if dtype not in DTYPES:
-            raise ValueError(f"encoder_conf.dtype: unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        torch_dtype = resolve_dtype(dtype, "encoder_conf.dtype")
         from espnet_llm_asr.llm import check_remote_code
 
         model_dir = resolve_model_dir(str(model_name_or_path))
@@ -210,7 +209,7 @@ class WhisperEncoder(nn.Module):
             )
         self.model_name_or_path = str(model_name_or_path)
         self.pad_to_30s = pad_to_30s
-        self.dtype = DTYPES[dtype]
+        self.dtype = torch_dtype
         self.freeze = freeze
         self.logmel = WhisperLogMel(load_feature_extractor_for(model_dir, config.num_mel_bins))
         self.encoder = load_whisper_encoder(model_dir, config, self.dtype)

@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from espnet_llm_asr.torch_utils import apply_keeping_dtype
+from espnet_llm_asr.torch_utils import apply_keeping_dtype, contiguous_input, resolve_dtype
 
 DEFAULT_PROMPT = "{speech}USER: Transcribe speech to text.{lang_instruction}\n ASSISTANT:"
 DEFAULT_INSTRUCTION = "Transcribe speech to text.{lang_instruction}"
@@ -51,14 +51,6 @@ LANGUAGE_NAMES = {
     "ur": "Urdu", "or": "Odia", "as": "Assamese", "ne": "Nepali", "en": "English",
 }
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """``"bfloat16"`` -> ``torch.bfloat16``; a clear error for anything else."""
-    if name not in _DTYPES:
-        raise ValueError(f"llm_conf.dtype: unknown dtype {name!r}; choose one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
 
 
 def check_model_path(name_or_path: str, key: str) -> None:
@@ -202,7 +194,10 @@ class CausalLLM(torch.nn.Module):
 
     Args:
         model_name_or_path: local dir or hub name of the causal LM.
-        dtype: ``float32`` | ``bfloat16`` | ``float16`` for the LLM weights.
+        dtype: ``float32`` | ``bfloat16`` | ``float16`` | ``auto`` for the LLM
+            weights; ``auto``: bfloat16 on a device or CPU with fast bf16
+            products (AMX, AVX512-BF16), else float32
+            (:func:`espnet_llm_asr.torch_utils.resolve_dtype`).
         freeze: keep the LLM weights frozen (LoRA weights, if any, still train).
         lora_conf: dict for ``peft.LoraConfig`` (e.g. ``{r: 16, lora_alpha: 32,
             target_modules: [q_proj, v_proj]}``); needs the ``lora`` extra.
@@ -250,7 +245,8 @@ class CausalLLM(torch.nn.Module):
         check_model_path(model_name_or_path, "llm")
         check_remote_code(model_name_or_path, trust_remote_code, "llm_conf.trust_remote_code")
         self.model_name_or_path = model_name_or_path
-        kwargs = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype))
+        torch_dtype = resolve_dtype(dtype, "llm_conf.dtype")
+        kwargs = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype)
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         with _remote_code_hint(model_name_or_path, trust_remote_code):
@@ -260,7 +256,7 @@ class CausalLLM(torch.nn.Module):
         self.set_prompt(prompt_template, use_chat_template, lang_instruction)  # fails before the slow load
         with _remote_code_hint(model_name_or_path, trust_remote_code):
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-        if dtype == "float16" and str(getattr(model.config, "model_type", "")).startswith("gemma"):
+        if torch_dtype == torch.float16 and str(getattr(model.config, "model_type", "")).startswith("gemma"):
             logging.warning("llm_conf.dtype float16: Gemma activations overflow float16 (inf/NaN losses); "
                             "use bfloat16 or float32")
         vocab = model.get_input_embeddings().num_embeddings
@@ -279,7 +275,10 @@ class CausalLLM(torch.nn.Module):
             model = self._add_lora(model, lora_conf)
         self.has_lora = bool(lora_conf)  # LoRA adapters were added
         self.model = model
-        self.pinned_dtype = dtype != "float32"
+        self.pinned_dtype = torch_dtype != torch.float32
+        head = model.get_output_embeddings()
+        if head is not None:  # logits_to_keep hands it a strided slice
+            head.register_forward_pre_hook(contiguous_input)
         self.speech_embed_scale = resolve_speech_embed_scale(speech_embed_scale, model)
         logging.info("LLM %s: speech embedding scale %g (llm_conf.speech_embed_scale: %s)",
                      model_name_or_path, self.speech_embed_scale, speech_embed_scale)

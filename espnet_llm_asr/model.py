@@ -75,8 +75,8 @@ class LLMASRModel(AbsESPnetModel):
             all four on the usual path.
         ctc_vocab: the tokens that CTC may emit (:mod:`espnet_llm_asr.ctc_vocab`):
             ``None`` (default) the LLM's whole vocabulary, or a list of
-            token ids (``train_text`` in the yaml: those of the training
-            transcripts, resolved by the task).  Needs ``ctc_unit: token``.
+            token ids (``train_text`` or ``train_scripts`` in the yaml,
+            resolved by the task).  Needs ``ctc_unit: token``.
         specaug: optional augmentation of the encoder features (B, T, D) in
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and

@@ -32,7 +32,12 @@ from espnet2.train.collate_fn import CommonCollateFn  # noqa: E402
 from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
 from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
-from espnet_llm_asr.ctc_vocab import training_text_path, transcript_token_ids  # noqa: E402
+from espnet_llm_asr.ctc_vocab import (  # noqa: E402
+    script_token_ids,
+    training_text_path,
+    transcript_scripts,
+    transcript_token_ids,
+)
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
 from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, frozen_model_sources,  # noqa: E402
                                           write_manifest)
@@ -251,11 +256,17 @@ class LLMASRTask(_abs_task.AbsTask):
         if getattr(args, "specaug", None) is not None:
             specaug = specaug_choices.get_class(args.specaug)(**(getattr(args, "specaug_conf", None) or {}))
         model_conf = dict(getattr(args, "model_conf", None) or {})
-        if model_conf.get("ctc_vocab") == "train_text":
+        if model_conf.get("ctc_vocab") in ("train_text", "train_scripts"):
             # config.yaml records the ids themselves: decoding needs no training data
             text_path = training_text_path(getattr(args, "train_data_path_and_name_and_type", None))
-            model_conf["ctc_vocab"] = transcript_token_ids(text_path, llm.tokenizer)
-            logging.info(f"model_conf.ctc_vocab: {len(model_conf['ctc_vocab'])} tokens of {text_path}")
+            ids = transcript_token_ids(text_path, llm.tokenizer)
+            what = f"tokens of {text_path}"
+            if model_conf["ctc_vocab"] == "train_scripts":
+                scripts = transcript_scripts(text_path)
+                ids = sorted(set(ids) | set(script_token_ids(llm.tokenizer, scripts)))
+                what = f"pieces in {', '.join(scripts)} (the scripts of {text_path}) and its tokens"
+            model_conf["ctc_vocab"] = ids
+            logging.info(f"model_conf.ctc_vocab: {len(ids)} {what}")
             args.model_conf = model_conf
         model = LLMASRModel(frontend, llm, lang_list=lang_list, specaug=specaug, **model_conf)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -7,6 +7,7 @@ embeddings by sqrt(hidden), ``inputs_embeds`` are used as given.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -183,7 +184,8 @@ def test_training_loss_and_gradients_equal_each_utterance_alone(llms, arch):
 
 def test_train_step_benchmark_runs_both_layouts(llms, capsys, monkeypatch):
     """benchmark/train_step: both layouts timed side by side on a tiny Gemma 3, the ratio printed;
-    --compare ctc_vocab: the CTC over the whole vocabulary vs over a subset."""
+    --compare ctc_vocab: the CTC over the whole vocabulary vs over a subset; --compare dtype:
+    bfloat16 vs float32, the same projector weights (so nearly the same loss)."""
     from espnet_llm_asr.benchmark import train_step
 
     common = ["train_step", "--llm", str(llms["gemma3"]), "--dtype", "float32",
@@ -199,3 +201,10 @@ def test_train_step_benchmark_runs_both_layouts(llms, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "round 1 ctc_subset" in out and "round 1 ctc_full" in out
     assert "ratio ctc_full / ctc_subset:" in out and " tokens vs all " in out
+    monkeypatch.setattr("sys.argv", common + ["--compare", "dtype"])
+    train_step.main()
+    out = capsys.readouterr().out
+    assert "ratio bfloat16 / float32:" in out and "bf16: " in out
+    losses = {way: float(loss) for way, loss in re.findall(r"round 1 (\w+): [\d.]+ s, loss ([\d.]+)", out)}
+    assert set(losses) == {"float32", "bfloat16"}
+    assert abs(losses["float32"] - losses["bfloat16"]) < 0.05 * losses["float32"]

@@ -463,3 +463,51 @@ def test_ctc_vocab_from_a_text_file(models, tmp_path):
     text.write_text("u1 राम\nu2\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"text:2: no transcript after the utterance id 'u2'"):
         transcript_token_ids(str(text), tok)
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "avx512_bf16"}, torch.bfloat16),
+                                             ({"avx2", "amx_bf16", "amx_tile"}, torch.bfloat16),
+                                             ({"avx2", "avx512f"}, torch.float32),
+                                             (set(), torch.float32)])
+def test_dtype_auto_chooses_bf16_where_the_cpu_has_bf16_units(models, monkeypatch, caplog, flags, expected):
+    """llm_conf.dtype: auto loads bf16 weights on a CPU with AMX or AVX512-BF16, float32 elsewhere,
+    and logs the choice with its reason."""
+    import logging
+
+    from espnet_llm_asr import torch_utils
+    from espnet_llm_asr.llm import CausalLLM
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch_utils, "cpu_flags", lambda: set(flags))
+    with caplog.at_level(logging.INFO):
+        llm = CausalLLM(str(models["llm"]), dtype="auto")
+    assert llm.dtype == expected
+    assert llm.pinned_dtype == (expected != torch.float32)
+    assert f"llm_conf.dtype: auto -> {str(expected).replace('torch.', '')}" in caplog.text
+    with pytest.raises(ValueError, match=r"llm_conf.dtype: unknown dtype 'bf16'.*'auto'"):
+        CausalLLM(str(models["llm"]), dtype="bf16")
+
+
+def test_bf16_and_float32_training_steps_agree(models):
+    """The same model and batch in bf16 and float32: loss and projector gradients within bf16's tolerance,
+    and the bf16 head (given a strided slice by logits_to_keep) runs on a contiguous input."""
+    feats = torch.randn(2, 20, 8, generator=torch.Generator().manual_seed(1))
+    text = torch.tensor([[5, 6, 7], [8, 9, -1]])
+    batch = (feats, torch.tensor([20, 12]), text, torch.tensor([3, 2]), torch.tensor([[0], [1]]))
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = _model(models, dtype=dtype, model_conf={"ctc_weight": 0.3})
+        seen = []
+        model.llm.model.get_output_embeddings().register_forward_hook(
+            lambda mod, args, out: seen.append(args[0].is_contiguous()))
+        loss, _, _ = model(*batch)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.frontend.projector.parameters()])
+        results[dtype] = (loss.detach(), grads)
+        assert seen and all(seen)
+    (l32, g32), (l16, g16) = results["float32"], results["bfloat16"]
+    assert l16.dtype == torch.float32 and g16.dtype == torch.float32
+    torch.testing.assert_close(l16, l32, rtol=2e-2, atol=2e-2)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
+    assert not torch.equal(g16, g32)  # the bf16 step did run in bf16

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import struct
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -355,3 +356,29 @@ def test_missing_package_says_how_to_install():
 
     with pytest.raises(SystemExit, match=r"no-such-model-package .*install_models\.sh"):
         _import_package("no_such_model_package")
+
+
+def test_ctc_script_vocabulary_of_gemma_spells_unseen_words(tmp_path):
+    """model_conf.ctc_vocab: train_scripts over Gemma 3's tokenizer: the pieces of Devanagari, Tamil
+    and Telugu (and none of another script), enough to spell words the training text never holds,
+    which the training text's own tokens cannot."""
+    from transformers import AutoTokenizer
+
+    from espnet_llm_asr.ctc_vocab import script_token_ids, transcript_scripts, transcript_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(require(GEMMA_DIR)))
+    train = tmp_path / "text"
+    train.write_text("u1 आज मौसम अच्छा है\nu2 வணக்கம் நண்பர்களே\nu3 తెలుగు భాష\n", encoding="utf-8")
+    scripts = transcript_scripts(str(train))
+    assert scripts == ["DEVANAGARI", "TAMIL", "TELUGU"]
+    ids = script_token_ids(tokenizer, scripts)
+    train_ids = transcript_token_ids(str(train), tokenizer)
+    assert 3000 < len(ids) < 60000 and set(train_ids) <= set(ids)
+    for i in ids[:: max(1, len(ids) // 500)]:  # a sample of the pieces: letters of the three scripts only
+        piece = "".join(tokenizer.decode([i]).split())
+        assert piece and all(unicodedata.name(c).split()[0] in scripts for c in piece), (i, piece)
+    assert tokenizer.convert_tokens_to_ids("▁the") not in ids
+    unseen = tokenizer("बच्चे स्कूल से घर लौटकर मैदान में खेलने गए", add_special_tokens=False)["input_ids"]
+    unseen = [i for i in unseen if tokenizer.decode([i]).strip()]  # a lone word-boundary piece aside
+    assert set(unseen) <= set(ids)
+    assert not set(unseen) <= set(train_ids)

@@ -161,7 +161,9 @@ def load_average() -> Optional[List[float]]:
 
 
 def machine_info() -> Dict[str, object]:
-    """CPU, cores, torch threads, load averages: what the timings depend on."""
+    """CPU, cores, torch threads, load averages, bf16 units: what the timings depend on."""
+    from espnet_llm_asr.torch_utils import bf16_matmul_support
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -174,6 +176,7 @@ def machine_info() -> Dict[str, object]:
         "torch": torch.__version__, "python": platform.python_version(),
         "loadavg_start": load_average(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "bf16": bf16_matmul_support()[1],
     }
     try:
         import transformers
