@@ -4,7 +4,8 @@
         --out_dir data --wav_dir downloads/wav --nj 2 [--size fast|default|train=N,dev=N,...] [--seed 0]
 
 Writes Kaldi data dirs out_dir/{train,dev,test,test_unseen_voice} and
-out_dir/lang_list, then prints utterances and hours per set and language.
+out_dir/lang_list, then prints utterances and hours per set and language,
+and the share of evaluation-set words (tokens / types) unseen in train.
 Re-running with the same settings when the outputs exist does nothing.
 """
 import argparse
@@ -37,16 +38,22 @@ def main(cmd=None) -> int:
         config = load_corpus_config(args.config)
         languages = config.select([c for c in args.languages.split(",") if c.strip()])
         sizes = parse_sizes(args.size, config.sizes)
+        if config.sentences is not None:
+            source = (f"sentences of {config.sentences.words[0]}..{config.sentences.words[1]} words "
+                      f"from {list(config.sentences.catalogs)}")
+        else:
+            source = f"vocab_size {config.vocab_size}"
         logging.info(f"languages {[lang.code for lang in languages]}, utterances per language {sizes}, "
-                     f"vocab_size {config.vocab_size}, seed {args.seed}")
+                     f"{source}, seed {args.seed}")
         summary = synthesize_corpus(
             args.out_dir, args.wav_dir, languages, sizes, vocab_size=config.vocab_size,
             words_per_sentence=config.words_per_sentence, word_length=config.word_length,
-            seed=args.seed, nj=args.nj, progress=not args.no_progress)
+            seed=args.seed, nj=args.nj, progress=not args.no_progress, sentences=config.sentences)
     except CorpusConfigError as e:
         logging.error(f"{args.config}: {e}")
         return 1
     print(("skipped, already complete:\n" if summary.skipped else "") + summary.format(), flush=True)
+    print(summary.format_unseen(), flush=True)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Synthetic multilingual corpus for the default recipe (espeak-ng + sox).
 
 - :mod:`.corpus_config`  the YAML language/size configuration
+- :mod:`.sentences`      real sentences from gettext message catalogs, cleaned
 - :mod:`.word_list`      vocabulary from aspell or a plain word-list file
 - :mod:`.espeak`         voice checks and one-utterance synthesis
 - :mod:`.kaldi_dir`      writing Kaldi data dirs

@@ -3,16 +3,25 @@
 For each language: a vocabulary of ``vocab_size`` words, a pool of distinct
 sentences of ``words_per_sentence`` random words, split in order into the sets
 ``train, dev, test, test_unseen_voice`` (so no sentence is in two sets).
-train/dev/test are spoken by the training voices (variant x speed x pitch),
-test_unseen_voice only by the held-out variants.  Everything is drawn from
-``random.Random`` seeded by (purpose, seed, language), so a language's
+With a ``sentences`` source (:class:`~espnet_llm_asr.data.corpus_config.SentenceSource`)
+the pool is instead the language's sentences from message catalogs
+(:mod:`espnet_llm_asr.data.sentences`), shuffled; dev, test and
+test_unseen_voice take theirs first and train the next ones (all the others
+when its size is ``rest``), so the evaluation sets do not depend on the train
+size.  train/dev/test are spoken by the training voices (variant x speed x
+pitch), test_unseen_voice only by the held-out variants.  Everything is drawn
+from ``random.Random`` seeded by (purpose, seed, language), so a language's
 corpus does not change when other languages are added.
+
+After writing, the share of dev/test/test_unseen_voice words (occurrences and
+distinct words) that train never holds is computed per language: how open the
+vocabulary is (:meth:`CorpusSummary.format_unseen`).
 
 Outputs (``out_dir`` is the recipe's ``data/``)::
 
     out_dir/{train,dev,test,test_unseen_voice}/{wav.scp,text,utt2spk,spk2utt,utt2lang}
     out_dir/lang_list                 one code a line, line index = language id
-    out_dir/.synth_corpus.json        plan checksum + summary; present = complete
+    out_dir/.synth_corpus.json        plan checksum + summary + unseen-word shares; present = complete
     wav_dir/<lang>/<uttid>.wav        16 kHz mono 16-bit
 
 A re-run whose plan (texts, voices, paths) has the same checksum and whose
@@ -27,17 +36,26 @@ import random
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from espnet_llm_asr.data.corpus_config import SET_NAMES, CorpusConfigError, LanguageSpec, parse_sizes
+from espnet_llm_asr.data.corpus_config import (
+    REST,
+    SET_NAMES,
+    CorpusConfigError,
+    LanguageSpec,
+    SentenceSource,
+    parse_sizes,
+)
 from espnet_llm_asr.data.espeak import SAMPLE_RATE, check_language_voices, require_tools, synthesize_wav, wav_info
 from espnet_llm_asr.data.kaldi_dir import KALDI_FILES, KaldiEntry, write_kaldi_dir, write_lang_list
+from espnet_llm_asr.data.sentences import load_sentences, unseen_word_share
 from espnet_llm_asr.data.word_list import load_vocabulary
 from espnet_llm_asr.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 STAMP_NAME = ".synth_corpus.json"
+EVAL_SETS = tuple(s for s in SET_NAMES if s != "train")
 
 
 @dataclass(frozen=True)
@@ -57,11 +75,16 @@ class PlannedUtterance:
 
 @dataclass
 class CorpusSummary:
-    """Utterances and seconds of audio per set and language."""
+    """Utterances and seconds of audio per set and language.
+
+    ``unseen_words[set][lang]`` = {"tokens": share, "types": share} of the words of that set
+    and language that the language's train set never holds (:func:`unseen_word_shares`).
+    """
 
     utterances: Dict[str, Dict[str, int]] = field(default_factory=dict)
     seconds: Dict[str, Dict[str, float]] = field(default_factory=dict)
     skipped: bool = False
+    unseen_words: Dict[str, Dict[str, Dict[str, float]]] = field(default_factory=dict)
 
     def add(self, set_name: str, lang: str, seconds: float) -> None:
         self.utterances.setdefault(set_name, {}).setdefault(lang, 0)
@@ -77,8 +100,35 @@ class CorpusSummary:
             n, sec = self.utterances[s], self.seconds[s]
             rows.append([s] + [f"{n.get(lang, 0)} / {sec.get(lang, 0.0) / 3600:.3f} h" for lang in langs]
                         + [f"{sum(n.values())} / {sum(sec.values()) / 3600:.3f} h"])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        return _table(rows)
+
+    def format_unseen(self) -> str:
+        """A table: one row per evaluation set, ``tokens / types`` percent of words unseen in train per language."""
+        langs = sorted({lang for per in self.unseen_words.values() for lang in per})
+        rows = [["unseen words (tokens / types)"] + langs]
+        for s, per in self.unseen_words.items():
+            rows.append([s] + [f"{100 * per[lang]['tokens']:.1f} % / {100 * per[lang]['types']:.1f} %"
+                               if lang in per else "-" for lang in langs])
+        return _table(rows)
+
+
+def _table(rows: List[List[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def unseen_word_shares(plan: Sequence[PlannedUtterance]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Per evaluation set and language: shares of word tokens and types unseen in that language's train texts."""
+    texts: Dict[str, Dict[str, List[str]]] = {}
+    for u in plan:
+        texts.setdefault(u.set_name, {}).setdefault(u.lang, []).append(u.text)
+    shares: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for set_name in EVAL_SETS:
+        for lang, lang_texts in texts.get(set_name, {}).items():
+            tokens, types = unseen_word_share(texts.get("train", {}).get(lang, []), lang_texts)
+            shares.setdefault(set_name, {})[lang] = {"tokens": tokens, "types": types}
+    return shares
 
 
 def _speaker_id(code: str, variant: str, speed: int, pitch: int) -> str:
@@ -108,14 +158,57 @@ def _sentence_pool(vocab: Sequence[str], count: int, words_per_sentence: Tuple[i
     return pool
 
 
-def plan_language(lang: LanguageSpec, sizes: Dict[str, int], wav_dir, vocab_size: int = 40,
-                  words_per_sentence: Tuple[int, int] = (2, 5), word_length: Tuple[int, int] = (2, 8),
-                  seed: int = 0) -> List[PlannedUtterance]:
-    """Every utterance of one language, in set order (see the module doc)."""
-    check_language_voices(lang)
+def _catalog_texts(lang: LanguageSpec, sizes: Dict[str, Union[int, str]], sentences: SentenceSource,
+                   seed: int) -> Dict[str, List[str]]:
+    """The texts of each set: the language's shuffled sentences, dev/test/test_unseen_voice first."""
+    pool = load_sentences(sentences.globs(lang.code), lang.script, sentences.words, lang.code)
+    random.Random(f"sentences:{seed}:{lang.code}").shuffle(pool)
+    need = sum(sizes[s] for s in EVAL_SETS) + (1 if sizes["train"] == REST else sizes["train"])
+    if len(pool) < need:
+        raise CorpusConfigError(
+            f"language {lang.code!r}: only {len(pool)} sentences of {sentences.words[0]}..{sentences.words[1]} words "
+            f"in {sentences.globs(lang.code)}, the sizes {sizes} need {need}; lower the sizes or widen 'words'")
+    texts, start = {}, 0
+    for set_name in EVAL_SETS + ("train",):
+        count = len(pool) - start if sizes[set_name] == REST else sizes[set_name]
+        texts[set_name] = pool[start:start + count]
+        start += count
+    return texts
+
+
+def _word_texts(lang: LanguageSpec, sizes: Dict[str, int], vocab_size: int, words_per_sentence: Tuple[int, int],
+                word_length: Tuple[int, int], seed: int) -> Dict[str, List[str]]:
+    """The texts of each set: distinct random word strings, split in set order."""
+    if lang.aspell_dict is None and lang.word_list is None:
+        raise CorpusConfigError(f"language {lang.code!r}: give exactly one of 'aspell_dict' or 'word_list' "
+                                "(or a 'sentences' source)")
+    bad = [s for s in SET_NAMES if sizes[s] == REST]
+    if bad:
+        raise CorpusConfigError(f"language {lang.code!r}: sizes {bad} = {REST!r} need a 'sentences' source "
+                                "(a corpus of random words has no natural size)")
     vocab = load_vocabulary(lang, vocab_size, random.Random(f"vocab:{seed}:{lang.code}"), word_length)
     pool = _sentence_pool(vocab, sum(sizes[s] for s in SET_NAMES), words_per_sentence,
                           random.Random(f"sentences:{seed}:{lang.code}"), lang.code)
+    texts, start = {}, 0
+    for set_name in SET_NAMES:
+        texts[set_name] = pool[start:start + sizes[set_name]]
+        start += sizes[set_name]
+    return texts
+
+
+def plan_language(lang: LanguageSpec, sizes: Dict[str, Union[int, str]], wav_dir, vocab_size: int = 40,
+                  words_per_sentence: Tuple[int, int] = (2, 5), word_length: Tuple[int, int] = (2, 8),
+                  seed: int = 0, sentences: Optional[SentenceSource] = None) -> List[PlannedUtterance]:
+    """Every utterance of one language, in set order (see the module doc).
+
+    With ``sentences`` the texts come from its catalogs and ``vocab_size``, ``words_per_sentence``
+    and ``word_length`` are not used; ``sizes["train"]`` may then be ``"rest"``.
+    """
+    check_language_voices(lang)
+    if sentences is not None:
+        texts = _catalog_texts(lang, sizes, sentences, seed)
+    else:
+        texts = _word_texts(lang, sizes, vocab_size, words_per_sentence, word_length, seed)
     voice_rng = random.Random(f"voices:{seed}:{lang.code}")
     voices = {
         held_out: [(v, s, p) for v in (lang.heldout_variants if held_out else lang.train_variants)
@@ -125,27 +218,32 @@ def plan_language(lang: LanguageSpec, sizes: Dict[str, int], wav_dir, vocab_size
     wav_dir = Path(wav_dir).resolve() / lang.code
     plan, index = [], 0
     for set_name in SET_NAMES:
-        for _ in range(sizes[set_name]):
+        for text in texts[set_name]:
             variant, speed, pitch = voice_rng.choice(voices[set_name == "test_unseen_voice"])
             speaker = _speaker_id(lang.code, variant, speed, pitch)
             uttid = f"{speaker}_{lang.code}_{index:06d}"
-            plan.append(PlannedUtterance(set_name, lang.code, uttid, speaker, pool[index],
+            plan.append(PlannedUtterance(set_name, lang.code, uttid, speaker, text,
                                          f"{lang.espeak_voice}+{variant}", speed, pitch,
                                          str(wav_dir / f"{uttid}.wav")))
             index += 1
     return plan
 
 
-def plan_corpus(languages: Sequence[LanguageSpec], wav_dir, sizes: Union[str, Dict[str, int]] = "default",
+def plan_corpus(languages: Sequence[LanguageSpec], wav_dir, sizes: Union[str, Dict[str, Union[int, str]]] = "default",
                 vocab_size: int = 40, words_per_sentence: Tuple[int, int] = (2, 5),
-                word_length: Tuple[int, int] = (2, 8), seed: int = 0) -> List[PlannedUtterance]:
-    """Plan of all languages; checks voices and word sources first (errors name language and key)."""
+                word_length: Tuple[int, int] = (2, 8), seed: int = 0,
+                sentences: Optional[SentenceSource] = None) -> List[PlannedUtterance]:
+    """Plan of all languages; checks voices and word or sentence sources first (errors name language and key).
+
+    ``sentences`` (a config's ``sentences:``) replaces the random word strings for every language.
+    """
     if not languages:
         raise CorpusConfigError("no languages given")
     sizes = parse_sizes(sizes)
     plan = []
     for lang in languages:
-        plan.extend(plan_language(lang, sizes, wav_dir, vocab_size, words_per_sentence, word_length, seed))
+        plan.extend(plan_language(lang, sizes, wav_dir, vocab_size, words_per_sentence, word_length, seed,
+                                  sentences))
     return plan
 
 
@@ -169,7 +267,8 @@ def _already_done(out_dir: Path, checksum: str, plan: Sequence[PlannedUtterance]
         return None
     if not all(Path(u.wav).is_file() for u in plan):
         return None
-    return CorpusSummary(info["summary"]["utterances"], info["summary"]["seconds"], skipped=True)
+    return CorpusSummary(info["summary"]["utterances"], info["summary"]["seconds"], skipped=True,
+                         unseen_words=unseen_word_shares(plan))
 
 
 def _speak(u: PlannedUtterance) -> float:
@@ -179,23 +278,26 @@ def _speak(u: PlannedUtterance) -> float:
 
 
 def synthesize_corpus(out_dir, wav_dir, languages: Sequence[LanguageSpec],
-                      sizes: Union[str, Dict[str, int]] = "default", vocab_size: int = 40,
+                      sizes: Union[str, Dict[str, Union[int, str]]] = "default", vocab_size: int = 40,
                       words_per_sentence: Tuple[int, int] = (2, 5), word_length: Tuple[int, int] = (2, 8),
-                      seed: int = 0, nj: int = 1, progress: bool = True) -> CorpusSummary:
+                      seed: int = 0, nj: int = 1, progress: bool = True,
+                      sentences: Optional[SentenceSource] = None) -> CorpusSummary:
     """Generate (or find complete and skip) the corpus; see the module doc for the layout.
 
     Args:
         out_dir: data dir root; gets one Kaldi dir per set and ``lang_list``.
         wav_dir: where the wavs go (``wav_dir/<lang>/<uttid>.wav``).
         languages: in language-id order.
-        sizes: utterances per language per set: "default", "fast" or a dict with every set of SET_NAMES.
+        sizes: utterances per language per set: "default", "fast" or a dict with every set of SET_NAMES
+            (train may be "rest" with ``sentences``).
         nj: parallel espeak-ng/sox processes.
+        sentences: the config's sentence source; None for random word strings.
     Returns:
-        utterances and seconds per set and language; ``skipped`` when nothing had to be done.
+        utterances and seconds per set and language, unseen-word shares; ``skipped`` when nothing had to be done.
     """
     require_tools()
     out_dir = Path(out_dir)
-    plan = plan_corpus(languages, wav_dir, sizes, vocab_size, words_per_sentence, word_length, seed)
+    plan = plan_corpus(languages, wav_dir, sizes, vocab_size, words_per_sentence, word_length, seed, sentences)
     codes = [lang.code for lang in languages]
     checksum = _checksum(plan, codes)
     done = _already_done(out_dir, checksum, plan)
@@ -217,7 +319,7 @@ def synthesize_corpus(out_dir, wav_dir, languages: Sequence[LanguageSpec],
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
-    summary = CorpusSummary()
+    summary = CorpusSummary(unseen_words=unseen_word_shares(plan))
     for set_name in SET_NAMES:
         utts = [u for u in plan if u.set_name == set_name]
         write_kaldi_dir(out_dir / set_name, [KaldiEntry(u.uttid, u.wav, u.text, u.speaker, u.lang) for u in utts])
@@ -225,6 +327,8 @@ def synthesize_corpus(out_dir, wav_dir, languages: Sequence[LanguageSpec],
             summary.add(set_name, u.lang, seconds[u.uttid])
     write_lang_list(out_dir / "lang_list", codes)
     stamp = {"checksum": checksum, "sample_rate": SAMPLE_RATE, "languages": codes, "seed": seed,
-             "summary": {"utterances": summary.utterances, "seconds": summary.seconds}}
+             "summary": {"utterances": summary.utterances, "seconds": summary.seconds},
+             "unseen_words": summary.unseen_words}
     atomic_write_text(out_dir / STAMP_NAME, json.dumps(stamp, indent=2, ensure_ascii=False) + "\n")
+    logger.info("share of words unseen in train, per language:\n" + summary.format_unseen())
     return summary
