@@ -343,3 +343,37 @@ def test_sclite_jiwer_disagreement_level():
     assert disagreement_level(1720, 3866, 1726, 3866) == logging.WARNING  # sclite cannot count fewer
     assert disagreement_level(1800, 3866, 1726, 3866) == logging.WARNING  # 1.9 points
     assert disagreement_level(0, 0, 0, 0) == logging.WARNING
+
+
+def test_unseen_words_counted_and_matched_by_the_alignment(tmp_path):
+    """Words unseen in training: counted per language over the reference words, and transcribed
+    exactly only where the alignment matches the same word (a word elsewhere in the hypothesis or
+    misspelt does not count); make_results --train_text adds the table."""
+    from espnet_llm_asr.unseen_words import score_unseen_words, score_unseen_words_by_lang, training_words
+
+    train = tmp_path / "train_text"
+    write_map(train, {"t1": "नमस्ते मेरा नाम", "t2": "வணக்கம் ठीक"})
+    known = training_words(train)
+    assert known == {"नमस्ते", "मेरा", "नाम", "வணக்கம்", "ठीक"}
+    ref = {k: t for k, (_, t) in REFS.items()}
+    utt2lang = {k: lang for k, (lang, _) in REFS.items()}
+    scores = score_unseen_words_by_lang(ref, HYPS, known, utt2lang)
+    # hi: unseen दुनिया यह (u1), राम है (u2), है (u5); exact: दुनिया (u1), है (u2: राम deleted), है (u5)
+    assert (scores["hi"].words, scores["hi"].unseen, scores["hi"].exact) == (9, 5, 3)
+    # ta: unseen உலகம் (u3), நன்றி (u4, no hypothesis); exact: உலகம்
+    assert (scores["ta"].words, scores["ta"].unseen, scores["ta"].exact) == (3, 2, 1)
+    assert (scores["all"].words, scores["all"].unseen, scores["all"].exact) == (12, 7, 4)
+    assert abs(scores["all"].exact_share - 4 / 7) < 1e-9
+    # the same word placed elsewhere, or misspelt, is not transcribed exactly
+    assert score_unseen_words({"a": "x y z"}, {"a": "y z"}, {"y"}, ["a"]).exact == 1
+    assert score_unseen_words({"a": "x y z"}, {"a": "z y"}, {"y"}, ["a"]).exact == 0
+    assert score_unseen_words({"a": "राम है"}, {"a": "रम है"}, {"है"}, ["a"]).exact == 0
+
+    make_ref(tmp_path)
+    hyp = make_hyp(tmp_path)
+    score_dir(tmp_path / "dump" / "raw" / "test", hyp)
+    text = make_results_cli.main(["--exp_dirs", str(tmp_path / "exp" / "asr_a"), "--out", str(tmp_path / "R.md"),
+                                  "--ref_root", str(tmp_path / "dump" / "raw"), "--train_text", str(train)])
+    assert "### Words unseen in training" in text
+    assert "|decode_x/test|hi|9|5 (55.6 %)|3 (60.0 %)|" in text
+    assert "|decode_x/test|all|12|7 (58.3 %)|4 (57.1 %)|" in text

@@ -16,7 +16,10 @@ vectors, and their ``alphas`` (the CIF weight of each 20 ms encoder frame)
 are drawn, with the fire positions, over the log-mel spectrogram of the
 first ``--cif_plots`` utterances (audio from ``<ref_root>/<test_set>/wav.scp``;
 a blank strip where it cannot be read) into ``<decode dir>/cif_firing/<uttid>.png``
-and linked.  ``--plots false`` writes no plot.  RESULTS.md is written atomically.
+and linked.  ``--plots false`` writes no plot.  With ``--train_text`` each
+experiment gets a table of the reference words its training text never holds
+and the share of them transcribed exactly (:mod:`espnet_llm_asr.unseen_words`).
+RESULTS.md is written atomically.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from espnet_llm_asr.analysis import (cif_fire_positions, gate_language_id_accura
                                      plot_routing_heatmap, read_alphas, read_cif_count, read_gates)
 from espnet_llm_asr.data_io import load_mono_16k, read_kaldi_map
 from espnet_llm_asr.scoring import PCT_KEYS, ScliteScore, read_sclite_result
+from espnet_llm_asr.unseen_words import score_unseen_words_by_lang, training_words, unseen_word_lines
 from espnet_llm_asr.utils import atomic_write_text
 
 ALL = "all"  # language label of the whole test set
@@ -412,9 +416,37 @@ def summary_lines(all_results: Dict[Path, List[TestSetResult]], unit: str) -> Li
     return lines + [""]
 
 
+def unseen_words_section(results: Sequence[TestSetResult], ref_root: Optional[Path],
+                         train_text: Optional[str]) -> List[str]:
+    """The "words unseen in training" table of one experiment (:mod:`espnet_llm_asr.unseen_words`):
+    per test set and language, the reference words the training text never holds and how many
+    of them the hypotheses give exactly.  Empty without ``train_text`` or references."""
+    if not train_text or ref_root is None:
+        return []
+    known = training_words(train_text)
+    rows = []
+    for r in results:
+        ref_path, hyp_path = ref_root / r.test_set / "text", r.path / "text"
+        if not (ref_path.is_file() and hyp_path.is_file()):
+            logging.warning(f"{r.dataset}: no {ref_path} or {hyp_path}; no unseen-word count")
+            continue
+        utt2lang_path = next((p for p in utt2lang_candidates(r, ref_root) if p.is_file()), None)
+        utt2lang = read_kaldi_map(utt2lang_path) if utt2lang_path else {}
+        scores = score_unseen_words_by_lang(read_kaldi_map(ref_path), read_kaldi_map(hyp_path, allow_empty_value=True),
+                                            known, utt2lang, ALL)
+        rows += [(r.dataset, lang, score) for lang, score in scores.items()]
+    if not rows:
+        return []
+    return ([f"### Words unseen in training ({train_text})", ""] + unseen_word_lines(rows) + [""])
+
+
 def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", plots: bool = True,
-                 cif_plots: int = 3) -> str:
-    """Build RESULTS.md for ``exp_dirs``, write it atomically to ``out``, return its text."""
+                 cif_plots: int = 3, train_text: Optional[str] = None) -> str:
+    """Build RESULTS.md for ``exp_dirs``, write it atomically to ``out``, return its text.
+
+    ``train_text``: the training transcripts (Kaldi ``text``); with it each experiment gets the
+    table of words unseen in training (:func:`unseen_words_section`).
+    """
     out = Path(out)
     exp_paths = [Path(d) for d in exp_dirs]
     if not exp_paths:
@@ -446,6 +478,7 @@ def make_results(exp_dirs: Sequence, out, ref_root: Optional[str] = "dump/raw", 
             analyse_routing(r, out_dir, root, plots, cif_plots)
         lines.append("")
         lines += score_table_lines(results)
+        lines += unseen_words_section(results, root, train_text)
         for r in results:
             if r.notes:
                 lines += [f"### Routing: {r.dataset}", ""] + r.notes + [""]
@@ -467,11 +500,14 @@ def main(cmd=None) -> str:
     p.add_argument("--plots", type=str2bool, default=True, help="write routing heatmaps and CIF firing plots")
     p.add_argument("--cif_plots", type=int, default=3,
                    help="CIF firing plots for the first N utterances of each decode dir with alphas (0: none)")
+    p.add_argument("--train_text", default=None,
+                   help="the training transcripts (Kaldi text): adds the table of the test words unseen in "
+                        "training and how many of them come out exactly")
     p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        return make_results(args.exp_dirs, args.out, args.ref_root, args.plots, args.cif_plots)
+        return make_results(args.exp_dirs, args.out, args.ref_root, args.plots, args.cif_plots, args.train_text)
     except (OSError, ValueError) as e:
         if cmd is not None:
             raise
