@@ -144,10 +144,25 @@ class CTCVocabulary(torch.nn.Module):
     def __len__(self) -> int:
         return self.ids.numel()
 
+    def rows(self, param: torch.Tensor) -> torch.Tensor:
+        """The subset's rows of a head parameter (V, ...) -> (K, ...).
+
+        A frozen parameter's rows are gathered once and kept (a gather of
+        K x D values at every step otherwise), gathered again when the
+        parameter is replaced, moved or changed in place.
+        """
+        if param.requires_grad:
+            return param[self.ids]
+        key = (param.data_ptr(), param._version, param.dtype, param.device, self.ids.device)
+        cache = self.__dict__.setdefault("_rows_cache", {})
+        if cache.get(id(param), (None,))[0] != key:
+            cache[id(param)] = (key, param.detach()[self.ids])
+        return cache[id(param)][1]
+
     def logits(self, embeds: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
         """(B, T', D) vectors -> (B, T', K) float32 logits of the head's rows for the subset."""
-        weight = head.weight[self.ids]
-        bias = None if head.bias is None else head.bias[self.ids]
+        weight = self.rows(head.weight)
+        bias = None if head.bias is None else self.rows(head.bias)
         return F.linear(embeds.to(weight.dtype), weight, bias).float()
 
     def targets(self, texts: List[List[int]]) -> Tuple[List[List[int]], List[bool]]:

@@ -439,6 +439,12 @@ def test_auxiliary_ctc_over_a_token_subset(models):
                if p.requires_grad and p.dim() > 1)
     assert all(p.grad is None for p in model.llm.parameters())
     assert not any("ctc_vocab" in k for k in model.state_dict())  # rebuilt from the config
+    # the frozen head's rows are gathered once, and again after the head changes in place
+    head = model.llm.model.get_output_embeddings()
+    assert model.ctc_vocab.rows(head.weight) is model.ctc_vocab.rows(head.weight)
+    with torch.no_grad():
+        head.weight.mul_(2.0)
+    torch.testing.assert_close(model.ctc_vocab.rows(head.weight), head.weight[model.ctc_vocab.ids])
     with pytest.raises(ValueError, match="ctc_weight > 0"):
         _model(models, model_conf={"ctc_vocab": [5]})
     with pytest.raises(ValueError, match="train_text"):
