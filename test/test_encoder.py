@@ -213,3 +213,15 @@ def test_checkpoint_layouts_and_errors(tmp_path, whisper_dir):
         WhisperEncoder(str(missing))
     with pytest.raises(FileNotFoundError, match="whisper-nonexistent"):  # offline, not cached
         WhisperEncoder("example-org/whisper-nonexistent-tiny")
+
+
+def test_dump_shards_take_every_nj_th_key():
+    """bin/dump_encoder_feats: the shards partition the keys, each a like mix of the sorted ids."""
+    from espnet_llm_asr.bin.dump_encoder_feats import shard
+
+    keys = [f"u{i:02d}" for i in range(10)]
+    shards = [shard(keys, 3, j) for j in (1, 2, 3)]
+    assert sorted(k for s in shards for k in s) == keys
+    assert shards[0] == ["u00", "u03", "u06", "u09"] and [len(s) for s in shards] == [4, 3, 3]
+    with pytest.raises(ValueError, match="outside 1..3"):
+        shard(keys, 3, 4)

@@ -79,11 +79,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def shard(keys: List[str], nj: int, job_id: int) -> List[str]:
-    """Contiguous shard ``job_id`` (1-based) of ``nj`` over the sorted keys."""
+    """Shard ``job_id`` (1-based) of ``nj``: every ``nj``-th of the sorted keys from the ``job_id``-th.
+
+    Sorted ids group languages and speakers, whose utterances differ in
+    length; taking every ``nj``-th gives each job a like mix, so that the
+    jobs end together (contiguous shards left one core idle for a quarter
+    of the default's stage 9).
+    """
     if not 1 <= job_id <= nj:
         raise ValueError(f"--job_id {job_id} outside 1..{nj}")
-    bounds = np.linspace(0, len(keys), nj + 1).round().astype(int)
-    return keys[bounds[job_id - 1]: bounds[job_id]]
+    return keys[job_id - 1:: nj]
 
 
 def _done_dtype(done: Path) -> str:
