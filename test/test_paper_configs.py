@@ -100,9 +100,10 @@ def test_run_paper_sh_names_existing_configs():
             assert (RECIPE / token.rstrip(";")).is_file(), token
 
 
-# the configs the README uses (conf/), the test suite's fast run (conf/fast/), the real checkpoints'
-# (conf/real_small/), the variants tried (conf/tuning/)
-RECIPE_TRAIN = (sorted((RECIPE / "conf").glob("train_*.yaml"))
+# the default (conf/real/), the configs the README uses (conf/), the test suite's fast run (conf/fast/),
+# the real checkpoints on the 40-word corpus (conf/real_small/), the variants tried (conf/tuning/)
+RECIPE_TRAIN = (sorted((RECIPE / "conf" / "real").glob("train_*.yaml"))
+                + sorted((RECIPE / "conf").glob("train_*.yaml"))
                 + sorted((RECIPE / "conf" / "fast").glob("train_*.yaml"))
                 + sorted((RECIPE / "conf" / "real_small").glob("train_*.yaml"))
                 + sorted((RECIPE / "conf" / "tuning").glob("train_*.yaml")))
@@ -111,7 +112,7 @@ COMPARED = ["mono", "multi", "dense", "hard_moe", "smear_moe", "cif", "cif_smear
 
 @pytest.mark.parametrize("path", RECIPE_TRAIN, ids=[str(p.relative_to(RECIPE / "conf")) for p in RECIPE_TRAIN])
 def test_recipe_train_configs_parse(path, tmp_path):
-    """Every train_*.yaml of the default recipe (conf/, conf/fast/, conf/real_small/, conf/tuning/)
+    """Every train_*.yaml of the default recipe (conf/real/, conf/, conf/fast/, conf/real_small/, conf/tuning/)
     parses with the task's parser and its nested confs name only keys of what they configure
     (typos fail here, not in stage 11)."""
     from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--local_data_opts", "--size fast --nj 2", "--tiny_config", "conf/fast/tiny_models.yaml",
-        "--asr_config", "conf/fast/train_smear_moe.yaml", "--inference_config", "conf/fast/decode.yaml",
-        "--test_sets", "test test_unseen_voice", "--nj", "2", "--inference_nj", "2"]
+FAST = ["--encoder", "tiny", "--llm", "tiny", "--local_data_opts", "--config conf/corpus.yaml --size fast --nj 2",
+        "--tiny_config", "conf/fast/tiny_models.yaml", "--asr_config", "conf/fast/train_smear_moe.yaml",
+        "--inference_config", "conf/fast/decode.yaml", "--test_sets", "test test_unseen_voice", "--nj", "2", "--inference_nj", "2"]
 
 
 def _run(recipe: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -83,8 +83,7 @@ def shard(keys: List[str], nj: int, job_id: int) -> List[str]:
 
     Sorted ids group languages and speakers, whose utterances differ in
     length; taking every ``nj``-th gives each job a like mix, so that the
-    jobs end together (contiguous shards left one core idle for a quarter
-    of the default's stage 9).
+    jobs end together.
     """
     if not 1 <= job_id <= nj:
         raise ValueError(f"--job_id {job_id} outside 1..{nj}")

@@ -405,7 +405,7 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
     done
     log "Stage 13: writing ${results}"
     ${python} -m espnet_llm_asr.bin.make_results --exp_dirs "${expdir}"/asr_* --out "${results}" \
-        --ref_root "${dumpdir}/raw"
+        --ref_root "${dumpdir}/raw" --train_text "${dumpdir}/raw/${data_train_set}/text"
     log "Stage 13: done; see ${results}"
 fi
 

@@ -39,4 +39,4 @@ esac
 ln -s "${rel}/llm_asr.sh" "${target}/llm_asr.sh"
 ln -s "${rel}/utils" "${target}/utils"
 echo "created ${target} from ${from}"
-echo "next: edit ${target}/conf/corpus.yaml (languages) or ${target}/local/data.sh (corpus), then ./run.sh"
+echo "next: edit ${target}/conf/corpus_sentences.yaml (languages and their message catalogs; the toy word corpus: conf/corpus.yaml with --local_data_opts \"--config conf/corpus.yaml\") or ${target}/local/data.sh (corpus), then ./run.sh"
