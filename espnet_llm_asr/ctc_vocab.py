@@ -23,6 +23,11 @@ blank) keeps the same head rows (the LLM's, frozen) at a fraction of the cost.
   text never holds (an open vocabulary), at the cost of a larger softmax;
 - a list of token ids.
 
+With ``model_conf.ctc_unit: char`` the CTC spells: ``train_text`` is then the
+single-character pieces of the training text's letters, ``train_scripts``
+those of every letter and mark of its scripts (:func:`script_char_ids`), each
+with the word-boundary piece (:func:`word_boundary_id`).
+
 A transcript with a token outside the set cannot be a CTC target; such an
 utterance adds nothing to the CTC loss (its cross-entropy is unaffected).
 For joint decoding the restricted log-probabilities are spread back over the
@@ -70,16 +75,10 @@ def char_script(ch: str) -> str:
 
 def transcript_scripts(text_path: str) -> List[str]:
     """Sorted scripts of the letters of a Kaldi ``text`` file's transcripts (the utterance ids skipped)."""
-    scripts = set()
-    with open(text_path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if len(parts) == 2:
-                scripts.update(char_script(ch) for ch in parts[1])
-    scripts.discard("")
+    scripts = sorted({char_script(ch) for ch in transcript_chars(text_path)})
     if not scripts:
         raise ValueError(f"{text_path}: no letters in the transcripts, so no script for the CTC vocabulary")
-    return sorted(scripts)
+    return scripts
 
 
 def script_token_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
@@ -99,6 +98,46 @@ def script_token_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
     if not ids:
         raise ValueError(f"model_conf.ctc_vocab: the tokenizer has no piece written in {sorted(wanted)}")
     return ids
+
+
+def word_boundary_id(tokenizer) -> int:
+    """The id of the tokenizer's bare word-boundary piece (SentencePiece's ``▁``, byte-level BPE's ``Ġ``)."""
+    for piece in ("\u2581", "\u0120"):
+        tid = tokenizer.convert_tokens_to_ids(piece)
+        if tid is not None and tid != tokenizer.unk_token_id:
+            return int(tid)
+    raise ValueError("model_conf.ctc_unit: char: the tokenizer has no word-boundary piece "
+                     "(neither '\u2581' nor '\u0120') to spell the space between words with")
+
+
+def char_piece_ids(tokenizer, chars: Iterable[str]) -> List[int]:
+    """Sorted ids of the single-character pieces of ``chars`` that the tokenizer has (others left out)."""
+    ids = set()
+    for ch in chars:
+        tid = tokenizer.convert_tokens_to_ids(ch)
+        if tid is not None and tid != tokenizer.unk_token_id:
+            ids.add(int(tid))
+    return sorted(ids)
+
+
+def script_char_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
+    """Sorted ids of the single-character pieces of every letter and mark of ``scripts`` (Unicode's BMP)."""
+    wanted = set(scripts)
+    ids = char_piece_ids(tokenizer, (chr(c) for c in range(0x10000) if char_script(chr(c)) in wanted))
+    if not ids:
+        raise ValueError(f"model_conf.ctc_vocab: the tokenizer has no single-character piece in {sorted(wanted)}")
+    return ids
+
+
+def transcript_chars(text_path: str) -> List[str]:
+    """Sorted letters and marks of a Kaldi ``text`` file's transcripts (the utterance ids skipped)."""
+    chars = set()
+    with open(text_path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(maxsplit=1)
+            if len(parts) == 2:
+                chars.update(ch for ch in parts[1] if char_script(ch))
+    return sorted(chars)
 
 
 def training_text_path(data_path_and_name_and_type: Sequence[Sequence[str]]) -> str:

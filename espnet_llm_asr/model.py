@@ -22,6 +22,7 @@ the one decoded alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from espnet_llm_asr.ctc_vocab import CTCVocabulary
+from espnet_llm_asr.ctc_compress import ctc_compress
+from espnet_llm_asr.ctc_vocab import CTCVocabulary, word_boundary_id
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
                                      check_ctc_weight, generation_cache_kwargs, round_up)
 from espnet_llm_asr.frontend import ProjectorFrontend
@@ -76,7 +78,18 @@ class LLMASRModel(AbsESPnetModel):
         ctc_vocab: the tokens that CTC may emit (:mod:`espnet_llm_asr.ctc_vocab`):
             ``None`` (default) the LLM's whole vocabulary, or a list of
             token ids (``train_text`` or ``train_scripts`` in the yaml,
-            resolved by the task).  Needs ``ctc_unit: token``.
+            resolved by the task; with ``ctc_unit: char`` single-character
+            pieces and the word boundary).
+        ctc_compress: the LLM reads the speech CTC-compressed
+            (:mod:`espnet_llm_asr.ctc_compress`): one vector per run of equal
+            greedy CTC labels, blank runs dropped, so about one vector per
+            character or token (needs ``ctc_weight > 0``; pair it with
+            ``llm_hold_steps`` so that the CTC labels something before the LLM
+            reads it).  ``vectors``: the run's projected vectors averaged;
+            ``embeddings``: the LLM's own input embeddings of the CTC's
+            units, weighted by the run's averaged CTC posteriors (blank left
+            out), so that a confident run is exactly the embedding of the
+            character or token it heard.  None (default): every projected vector.
         specaug: optional augmentation of the encoder features (B, T, D) in
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
@@ -112,6 +125,7 @@ class LLMASRModel(AbsESPnetModel):
         ctc_unit: str = "token",
         ctc_blank_bias: Optional[float] = None,
         ctc_vocab: Optional[Sequence[int]] = None,
+        ctc_compress: Optional[str] = None,
         specaug: Optional[torch.nn.Module] = None,
         lora_hold_steps: int = 0,
         llm_hold_steps: int = 0,
@@ -138,8 +152,14 @@ class LLMASRModel(AbsESPnetModel):
             raise ValueError("model_conf.ctc_blank_bias needs model_conf.ctc_weight > 0 (it biases the CTC's blank)")
         self.ctc_blank_bias = (None if ctc_blank_bias is None
                                else torch.nn.Parameter(torch.tensor(float(ctc_blank_bias))))
-        if ctc_vocab is not None and (ctc_weight == 0 or ctc_unit != "token"):
-            raise ValueError("model_conf.ctc_vocab needs model_conf.ctc_weight > 0 and ctc_unit: token")
+        if ctc_vocab is not None and ctc_weight == 0:
+            raise ValueError("model_conf.ctc_vocab needs model_conf.ctc_weight > 0")
+        if ctc_compress not in (None, "vectors", "embeddings"):
+            raise ValueError(f"model_conf.ctc_compress must be null, vectors or embeddings, got {ctc_compress!r}")
+        if ctc_compress and ctc_weight == 0:
+            raise ValueError("model_conf.ctc_compress needs model_conf.ctc_weight > 0: the CTC's labels "
+                             "say which projected vectors the LLM reads")
+        self.ctc_compress = ctc_compress
         self.ctc_vocab = (None if ctc_vocab is None else
                           CTCVocabulary(ctc_vocab, llm.pad_token_id,
                                         llm.model.get_output_embeddings().weight.size(0)))
@@ -255,16 +275,20 @@ class LLMASRModel(AbsESPnetModel):
         batch_index = self._count_batch()
         llm_held = batch_index is not None and batch_index <= self.llm_hold_steps
         lora_held = batch_index is not None and batch_index <= self.lora_hold_steps
+        ctc_log_probs = self.ctc_log_probs(proj.embeds, over_vocab=False) if self.ctc_weight > 0 else None
+        extra = {}
         if llm_held:
             nan = torch.tensor(float("nan"), device=proj.embeds.device)
             loss_ce, acc = nan, nan
         else:
-            loss_ce, acc = self._llm_loss(proj, lang_ids, texts, lora_held)
+            llm_proj = self._llm_input(proj, ctc_log_probs)
+            loss_ce, acc = self._llm_loss(llm_proj, lang_ids, texts, lora_held)
+            if self.ctc_compress:
+                extra["compress_ratio"] = (llm_proj.lengths.sum() / proj.lengths.sum()).float()
         aux = proj.aux_loss * self.aux_loss_weight
         loss = aux if llm_held else loss_ce + aux
-        extra = {}
         if self.ctc_weight > 0:
-            extra["loss_ctc"] = self.ctc_loss(proj, texts)
+            extra["loss_ctc"] = self.ctc_loss(proj, texts, ctc_log_probs)
             loss = loss + self.ctc_weight * extra["loss_ctc"]
         reported = loss.detach()  # NaN/inf values are left out of ESPnet's epoch averages
         loss, nonfinite = self._guard_nonfinite(loss)
@@ -302,24 +326,53 @@ class LLMASRModel(AbsESPnetModel):
         self.train_batches += 1
         return int(self.train_batches)
 
-    def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]]) -> torch.Tensor:
+    def _llm_input(self, proj: ProjectorOutput, ctc_log_probs: Optional[torch.Tensor]) -> ProjectorOutput:
+        """The projector output the LLM reads: as it is, or CTC-compressed (``ctc_compress``).
+
+        ``ctc_log_probs``: (B, T', K) the CTC's log-probabilities of ``proj.embeds``.
+        """
+        if not self.ctc_compress:
+            return proj
+        labels, blank = ctc_log_probs.argmax(-1), self._ctc_blank_index()
+        if self.ctc_compress == "vectors":
+            embeds, lengths = ctc_compress(proj.embeds, proj.lengths, labels, blank)
+        else:
+            log_probs, lengths = ctc_compress(ctc_log_probs, proj.lengths, labels, blank)  # (B, N, K)
+            log_probs = log_probs.index_fill(-1, torch.tensor([blank], device=log_probs.device), float("-inf"))
+            embeds = log_probs.softmax(-1) @ self._ctc_unit_embeddings().float()  # (B, N, D)
+            embeds = embeds * (torch.arange(embeds.size(1), device=embeds.device) < lengths[:, None])[..., None]
+        return dataclasses.replace(proj, embeds=embeds, lengths=lengths)
+
+    def _ctc_unit_embeddings(self) -> torch.Tensor:
+        """(K, D) the LLM's input embeddings of the CTC's outputs, in their order (the blank's included)."""
+        ids = (self.ctc_vocab.ids if self.ctc_vocab is not None
+               else torch.arange(self.llm.model.get_input_embeddings().weight.size(0)))
+        return self.llm.embed(ids.to(self.llm.model.get_input_embeddings().weight.device))
+
+    def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]],
+                 log_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
         """CTC of the projected speech (B, T', D) read by the LLM's output head against the token ids
         (or, with ``ctc_unit: char``, their spelling).
 
         Per-token mean over the batch (ESPnet's convention); utterances with
         fewer vectors than the CTC path needs, or (with ``ctc_vocab``) a
-        token outside the CTC's vocabulary, contribute zero.
+        token outside the CTC's vocabulary, contribute zero.  A character
+        CTC spells the words apart by the word-boundary piece.
+        ``log_probs``: (B, T', K) :meth:`ctc_log_probs` of ``proj.embeds``
+        (``over_vocab=False``) when already computed.
         """
         if self.ctc_unit == "char":
             if self._speller is None:
                 from espnet_llm_asr.copy_examples import CharSpeller
 
-                self._speller = CharSpeller(self.llm.tokenizer)
+                self._speller = CharSpeller(self.llm.tokenizer, boundary=word_boundary_id(self.llm.tokenizer))
             texts = [self._speller.spell_ids(ids) for ids in texts]
         keep = [True] * len(texts)
         if self.ctc_vocab is not None:
             texts, keep = self.ctc_vocab.targets(texts)
-        log_probs = self.ctc_log_probs(proj.embeds, over_vocab=False).transpose(0, 1)  # (T', B, K)
+        if log_probs is None:
+            log_probs = self.ctc_log_probs(proj.embeds, over_vocab=False)
+        log_probs = log_probs.transpose(0, 1)  # (T', B, K)
         device = log_probs.device
         targets = torch.tensor([t for ids in texts for t in ids], dtype=torch.long, device=device)
         target_lengths = torch.tensor([len(ids) for ids in texts], dtype=torch.long, device=device)
@@ -455,7 +508,9 @@ class LLMASRModel(AbsESPnetModel):
         batch = speech.size(0)
         lang_ids = self._lang_ids(lang)
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
-        inputs, attention_mask = generation_prefix(self._pieces(proj, lang_ids), length_multiple)
+        llm_proj = self._llm_input(proj, self.ctc_log_probs(proj.embeds, over_vocab=False)
+                                   if self.ctc_compress else None)
+        inputs, attention_mask = generation_prefix(self._pieces(llm_proj, lang_ids), length_multiple)
         max_len = inputs.size(1)
 
         caps = [max_new_tokens] * batch

@@ -33,10 +33,14 @@ from espnet2.utils.nested_dict_action import NestedDictAction  # noqa: E402
 from espnet2.utils.types import str2bool, str_or_none  # noqa: E402
 
 from espnet_llm_asr.ctc_vocab import (  # noqa: E402
+    char_piece_ids,
+    script_char_ids,
     script_token_ids,
     training_text_path,
+    transcript_chars,
     transcript_scripts,
     transcript_token_ids,
+    word_boundary_id,
 )
 from espnet_llm_asr.frontend import FRONTEND_CLASSES, ProjectorFrontend  # noqa: E402
 from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, frozen_model_sources,  # noqa: E402
@@ -259,12 +263,21 @@ class LLMASRTask(_abs_task.AbsTask):
         if model_conf.get("ctc_vocab") in ("train_text", "train_scripts"):
             # config.yaml records the ids themselves: decoding needs no training data
             text_path = training_text_path(getattr(args, "train_data_path_and_name_and_type", None))
-            ids = transcript_token_ids(text_path, llm.tokenizer)
-            what = f"tokens of {text_path}"
-            if model_conf["ctc_vocab"] == "train_scripts":
-                scripts = transcript_scripts(text_path)
-                ids = sorted(set(ids) | set(script_token_ids(llm.tokenizer, scripts)))
-                what = f"pieces in {', '.join(scripts)} (the scripts of {text_path}) and its tokens"
+            scripts = transcript_scripts(text_path)
+            if model_conf.get("ctc_unit", "token") == "char":
+                ids = char_piece_ids(llm.tokenizer, transcript_chars(text_path))
+                what = f"single-character pieces of the letters of {text_path}"
+                if model_conf["ctc_vocab"] == "train_scripts":
+                    ids = sorted(set(ids) | set(script_char_ids(llm.tokenizer, scripts)))
+                    what = f"single-character pieces of {', '.join(scripts)} (the scripts of {text_path})"
+                ids = sorted(set(ids) | {word_boundary_id(llm.tokenizer)})
+                what += " and the word boundary"
+            else:
+                ids = transcript_token_ids(text_path, llm.tokenizer)
+                what = f"tokens of {text_path}"
+                if model_conf["ctc_vocab"] == "train_scripts":
+                    ids = sorted(set(ids) | set(script_token_ids(llm.tokenizer, scripts)))
+                    what = f"pieces in {', '.join(scripts)} (the scripts of {text_path}) and its tokens"
             model_conf["ctc_vocab"] = ids
             logging.info(f"model_conf.ctc_vocab: {len(ids)} {what}")
             args.model_conf = model_conf

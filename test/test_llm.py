@@ -1,6 +1,8 @@
 """The LLM decoder wrapper and the model's sequence layout, on a tiny real Llama."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -229,10 +231,11 @@ def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
     model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_unit": "char"}).eval()
     tok = model.llm.tokenizer
     ids = tok("राम राम", add_special_tokens=False)["input_ids"]
-    spelled = CharSpeller(tok).spell("राम राम")
-    assert len(spelled) == 6 and spelled != ids and tok.unk_token_id not in spelled
-    assert spelled[:3] == spelled[3:]
-    feats = torch.randn(1, 60, 8)  # 12 projected vectors: room for the 6 characters
+    boundary = tok.convert_tokens_to_ids("\u2581")
+    spelled = CharSpeller(tok, boundary=boundary).spell("राम राम")
+    assert len(spelled) == 7 and spelled != ids and tok.unk_token_id not in spelled
+    assert spelled[:3] == spelled[4:] and spelled[3] == boundary  # the words apart by the word boundary
+    feats = torch.randn(1, 60, 8)  # 12 projected vectors: room for the 7 characters
     proj = model.frontend.project(feats, torch.tensor([60]), torch.tensor([0]))
     token_model = _model(models, model_conf={"ctc_weight": 1.0}).eval()
     token_model.load_state_dict(model.state_dict())
@@ -241,6 +244,68 @@ def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
     assert not torch.allclose(token_model.ctc_loss(proj, [ids]), expected)
     with pytest.raises(ValueError, match="ctc_unit"):
         _model(models, model_conf={"ctc_unit": "word"})
+
+
+def test_ctc_compress_feeds_the_llm_one_vector_per_ctc_label(models):
+    """ctc_compress: the LLM reads the runs of the CTC's greedy labels, blank runs dropped."""
+    from espnet_llm_asr.ctc_compress import ctc_compress
+    from espnet_llm_asr.ctc_vocab import char_piece_ids, word_boundary_id
+
+    torch.manual_seed(0)
+    tok = _model(models).llm.tokenizer
+    vocab = sorted(set(char_piece_ids(tok, "राम")) | {word_boundary_id(tok)})
+    conf = {"ctc_weight": 1.0, "ctc_unit": "char", "ctc_vocab": vocab, "ctc_blank_bias": 0.0}
+    model = _model(models, model_conf={**conf, "ctc_compress": "vectors"}).eval()
+    plain = _model(models, model_conf=conf).eval()
+    plain.load_state_dict(model.state_dict())
+    feats, feats_lengths = torch.randn(2, 60, 8), torch.tensor([60, 35])
+    text = torch.tensor(tok(["राम राम", "राम"], add_special_tokens=False, padding=True)["input_ids"])
+    text[1, len(tok("राम", add_special_tokens=False)["input_ids"]):] = -1
+    text_lengths = (text >= 0).sum(1)
+    lang = torch.tensor([[0], [1]])
+    proj = model.frontend.project(feats, feats_lengths, lang.view(-1))
+    log_probs = model.ctc_log_probs(proj.embeds, over_vocab=False)
+    labels = log_probs.argmax(-1)
+    assert (labels != model.ctc_vocab.blank_index).any()  # a random projector labels some vectors
+    embeds, lengths = ctc_compress(proj.embeds, proj.lengths, labels, model.ctc_vocab.blank_index)
+    assert (lengths < proj.lengths).all()
+
+    seen = []
+    hook = model.llm.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    loss, stats, _ = model(feats, feats_lengths, text, text_lengths, lang)
+    hook.remove()
+    loss_plain, stats_plain, _ = plain(feats, feats_lengths, text, text_lengths, lang)
+    torch.testing.assert_close(stats["loss_ctc"], stats_plain["loss_ctc"])  # the CTC reads every vector
+    assert not torch.allclose(stats["loss_ce"], stats_plain["loss_ce"])  # the LLM reads fewer
+    assert float(stats["compress_ratio"]) == pytest.approx(float(lengths.sum() / proj.lengths.sum()))
+    # by hand: the LLM's loss on the compressed vectors
+    manual = dataclasses.replace(proj, embeds=embeds, lengths=lengths)
+    texts = [text[i, : int(text_lengths[i])].tolist() for i in range(2)]
+    torch.testing.assert_close(stats["loss_ce"].view(()), model._llm_loss(manual, lang.view(-1), texts, False)[0])
+    hyps, _, _ = model.generate(feats, feats_lengths, lang, max_new_tokens=3)
+    assert len(hyps) == 2
+    with pytest.raises(ValueError, match="ctc_compress needs"):
+        _model(models, model_conf={"ctc_compress": "vectors"})
+    with pytest.raises(ValueError, match="null, vectors or embeddings"):
+        _model(models, model_conf={**conf, "ctc_compress": "average"})
+
+    # embeddings: the LLM's input embeddings of the units, weighted by each run's mean posteriors
+    emb_model = _model(models, model_conf={**conf, "ctc_compress": "embeddings"}).eval()
+    emb_model.load_state_dict(model.state_dict())
+    got = emb_model._llm_input(proj, log_probs)
+    runs, n = ctc_compress(log_probs, proj.lengths, labels, model.ctc_vocab.blank_index)
+    assert got.lengths.tolist() == n.tolist() == lengths.tolist()
+    table = model.llm.embed(model.ctc_vocab.ids).float()  # (K, D)
+    for i in range(2):
+        for j in range(int(n[i])):
+            p = runs[i, j].exp()
+            p[model.ctc_vocab.blank_index] = 0
+            torch.testing.assert_close(got.embeds[i, j], (p / p.sum()) @ table, rtol=1e-4, atol=1e-5)
+    assert (got.embeds[1, int(n[1]):] == 0).all()
+    loss, stats, _ = emb_model(feats, feats_lengths, text, text_lengths, lang)
+    loss.backward()
+    assert emb_model.frontend.projector.parameters().__next__().grad is not None  # through the posteriors
 
 
 def test_decoded_text_is_one_line(models):

@@ -382,3 +382,27 @@ def test_ctc_script_vocabulary_of_gemma_spells_unseen_words(tmp_path):
     unseen = [i for i in unseen if tokenizer.decode([i]).strip()]  # a lone word-boundary piece aside
     assert set(unseen) <= set(ids)
     assert not set(unseen) <= set(train_ids)
+
+
+def test_ctc_char_vocabulary_of_gemma_spells_every_letter(tmp_path):
+    """ctc_unit: char with ctc_vocab: train_scripts over Gemma 3's tokenizer: a single-character
+    piece for every letter and mark of the three scripts (so any word can be spelled), the word
+    boundary, and an unseen sentence spelled without the unknown token."""
+    from transformers import AutoTokenizer
+
+    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import char_piece_ids, script_char_ids, transcript_chars, word_boundary_id
+
+    tokenizer = AutoTokenizer.from_pretrained(str(require(GEMMA_DIR)))
+    train = tmp_path / "text"
+    train.write_text("u1 आज मौसम अच्छा है\nu2 வணக்கம் நண்பர்களே\nu3 తెలుగు భాష\n", encoding="utf-8")
+    chars = transcript_chars(str(train))
+    assert "म" in chars and " " not in chars and "u" not in chars  # utterance ids skipped
+    ids = script_char_ids(tokenizer, ["DEVANAGARI", "TAMIL", "TELUGU"])
+    assert set(char_piece_ids(tokenizer, chars)) <= set(ids) and 150 < len(ids) < 400
+    assert all(len(tokenizer.convert_ids_to_tokens(i)) == 1 for i in ids)
+    boundary = word_boundary_id(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(boundary) == "▁" and boundary not in ids
+    spelled = CharSpeller(tokenizer, boundary=boundary).spell("बच्चे स्कूल से घर लौटकर")
+    assert tokenizer.unk_token_id not in spelled and set(spelled) <= set(ids) | {boundary}
+    assert spelled.count(boundary) == 4
