@@ -536,6 +536,27 @@ def test_ctc_vocab_from_a_text_file(models, tmp_path):
         transcript_token_ids(str(text), tok)
 
 
+def test_ctc_char_vocab_from_a_text_file(models, tmp_path):
+    """The letters and scripts of a Kaldi text file (ids and digits aside), the tiny tokenizer's
+    pieces of those letters and its word boundary; a file without letters is named."""
+    from transformers import AutoTokenizer
+
+    from espnet_llm_asr.ctc_vocab import char_piece_ids, transcript_chars, transcript_scripts, word_boundary_id
+
+    tok = AutoTokenizer.from_pretrained(str(models["llm"]))
+    text = tmp_path / "text"
+    text.write_text("u1 राम 12\nu2 सीता\n", encoding="utf-8")
+    assert transcript_chars(str(text)) == sorted(set("रामसीता"))
+    assert transcript_scripts(str(text)) == ["DEVANAGARI"]
+    ids = char_piece_ids(tok, transcript_chars(str(text)))
+    known = {c for c in "रामसीता" if tok.convert_tokens_to_ids(c) != tok.unk_token_id}
+    assert len(known) >= 4 and sorted(tok.convert_ids_to_tokens(ids)) == sorted(known)  # unknown ones left out
+    assert tok.convert_ids_to_tokens(word_boundary_id(tok)) == "\u2581"
+    text.write_text("u1 12 34\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"text: no letters"):
+        transcript_scripts(str(text))
+
+
 @pytest.mark.parametrize("flags, expected", [({"avx2", "avx512_bf16"}, torch.bfloat16),
                                              ({"avx2", "amx_bf16", "amx_tile"}, torch.bfloat16),
                                              ({"avx2", "avx512f"}, torch.float32),
