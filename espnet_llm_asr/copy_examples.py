@@ -39,6 +39,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from espnet_llm_asr.ctc_vocab import piece_id
+
 IGNORE = -100
 
 
@@ -229,7 +231,7 @@ class CharSpeller:
 
     def char_id(self, char: str) -> int:
         if char not in self._cache:
-            tid = self.tokenizer.convert_tokens_to_ids(char)
+            tid = piece_id(self.tokenizer, char)
             self._cache[char] = self.unk if tid is None else tid
         return self._cache[char]
 

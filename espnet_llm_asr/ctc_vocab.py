@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -100,24 +100,25 @@ def script_token_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
     return ids
 
 
+def piece_id(tokenizer, piece: str) -> Optional[int]:
+    """The id of a vocabulary piece, or None when the tokenizer has no such piece (unknown)."""
+    tid = tokenizer.convert_tokens_to_ids(piece)
+    return None if tid is None or tid == tokenizer.unk_token_id else int(tid)
+
+
 def word_boundary_id(tokenizer) -> int:
     """The id of the tokenizer's bare word-boundary piece (SentencePiece's ``▁``, byte-level BPE's ``Ġ``)."""
     for piece in ("\u2581", "\u0120"):
-        tid = tokenizer.convert_tokens_to_ids(piece)
-        if tid is not None and tid != tokenizer.unk_token_id:
-            return int(tid)
+        tid = piece_id(tokenizer, piece)
+        if tid is not None:
+            return tid
     raise ValueError("model_conf.ctc_unit: char: the tokenizer has no word-boundary piece "
                      "(neither '\u2581' nor '\u0120') to spell the space between words with")
 
 
 def char_piece_ids(tokenizer, chars: Iterable[str]) -> List[int]:
     """Sorted ids of the single-character pieces of ``chars`` that the tokenizer has (others left out)."""
-    ids = set()
-    for ch in chars:
-        tid = tokenizer.convert_tokens_to_ids(ch)
-        if tid is not None and tid != tokenizer.unk_token_id:
-            ids.add(int(tid))
-    return sorted(ids)
+    return sorted({tid for tid in (piece_id(tokenizer, ch) for ch in chars) if tid is not None})
 
 
 def script_char_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
