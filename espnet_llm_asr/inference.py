@@ -4,12 +4,18 @@
     s2t = Speech2Text("exp/asr_smear_moe")          # or config=..., model_file=...
     print(s2t("utt.wav").text)                       # .gates for MoEs, .cif_count/.alphas for CIF
 
-``Speech2Text.batch`` decodes many utterances at once (left-padded, KV-cached
-generation) and gives the same hypotheses as one-by-one decoding.
+``Speech2Text(exp_dir)`` decodes as the run did: its decoding options are the
+run's recorded decoding config (the latest stage-12 decode's
+``<exp_dir>/<inference_tag>/decode_config.yaml``, or the one ``decode_config=``
+names), explicit arguments over them; a pack (:meth:`Speech2Text.from_pretrained`)
+records its own (``decode.yaml``).  ``Speech2Text.batch`` decodes many
+utterances at once (left-padded, KV-cached generation) and gives the same
+hypotheses as one-by-one decoding.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -19,6 +25,8 @@ import torch
 import yaml
 
 from espnet_llm_asr.data_io import load_mono_16k
+from espnet_llm_asr.decoding_options import DecodingOptions, read_decode_config, with_option_keywords
+
 # checkpoint names tried in this order inside an experiment dir
 MODEL_FILE_CANDIDATES = (
     "valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth", "latest.pth", "checkpoint.pth",
@@ -26,6 +34,8 @@ MODEL_FILE_CANDIDATES = (
 # a pack (stage 14, espnet_llm_asr.bin.pack_model): these files beside frozen_models.yaml
 PACK_MODEL_FILE = "model.pth"
 PACK_DECODE_CONFIG = "decode.yaml"
+# stage 12's record of a decoding run's options: <exp_dir>/<inference_tag>/decode_config.yaml
+RECORDED_DECODE_CONFIG = "decode_config.yaml"
 
 
 @dataclass
@@ -52,6 +62,40 @@ def find_model_file(exp_dir: Union[str, Path]) -> Path:
     raise FileNotFoundError(
         f"{exp_dir}: no checkpoint found (looked for {', '.join(MODEL_FILE_CANDIDATES)})"
     )
+
+
+def latest_decode_config(exp_dir: Union[str, Path]) -> Optional[Path]:
+    """The most recently modified ``<exp_dir>/*/decode_config.yaml`` (stage 12's records), or None."""
+    found = [p for p in Path(exp_dir).glob(f"*/{RECORDED_DECODE_CONFIG}") if p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p))) if found else None
+
+
+def resolve_decode_config(exp_dir: Optional[Union[str, Path]],
+                          decode_config: Union[None, bool, str, Path]) -> Optional[Path]:
+    """The recorded decoding config that ``decode_config`` means (see :class:`Speech2Text`), or None.
+
+    None: the latest of ``exp_dir`` (:func:`latest_decode_config`; None
+    without ``exp_dir``); False: none; a path: that YAML, or a decode dir
+    holding ``decode_config.yaml``, as given or relative to ``exp_dir`` (so
+    that a decode tag names one).
+    """
+    if decode_config is None:
+        return latest_decode_config(exp_dir) if exp_dir is not None else None
+    if decode_config is False:
+        return None
+    if isinstance(decode_config, bool) or not isinstance(decode_config, (str, Path)):
+        raise TypeError(f"decode_config must be None (the latest recorded), False (none) or a path, "
+                        f"got {decode_config!r}")
+    tried = [Path(decode_config)]
+    if exp_dir is not None and not Path(decode_config).is_absolute():
+        tried.append(Path(exp_dir) / decode_config)
+    for path in tried:
+        if path.is_dir():
+            path = path / RECORDED_DECODE_CONFIG
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"decode_config={str(decode_config)!r}: no decoding YAML or decode dir holding "
+                            f"{RECORDED_DECODE_CONFIG} (looked at {', '.join(map(str, tried))})")
 
 
 def load_trained_model(config: Union[str, Path], model_file: Optional[Union[str, Path]], device: str = "cpu",
@@ -99,48 +143,50 @@ class Speech2Text:
     """Transcribe waveforms or audio files with a trained LLM-ASR model.
 
     Args:
-        exp_dir: experiment dir holding ``config.yaml`` and checkpoints.
+        exp_dir: experiment dir holding ``config.yaml`` and checkpoints
+            (:data:`MODEL_FILE_CANDIDATES`, the first found).
         config, model_file: explicit files instead of (or inside) ``exp_dir``.
         device: ``cpu`` / ``cuda``.
-        num_beams, max_new_tokens, max_tokens_per_second, repetition_penalty,
-        no_repeat_ngram_size, length_penalty: decoding options (see
-            :meth:`LLMASRModel.generate`).
-        cache_implementation, compile_decoding, length_multiple: the fast
-            decoding path (``"static"`` KV cache, compiled decoding step,
-            shape rounding; see :meth:`LLMASRModel.generate`); the same
-            hypotheses as the default dynamic cache.
-        ctc_weight, ctc_pre_beam: joint CTC / LLM decoding (see
-            :meth:`LLMASRModel.generate`).
+        decode_config: the recorded decoding config whose options are the
+            defaults: None (default) the latest decoding of ``exp_dir``
+            (the most recently modified ``<exp_dir>/*/decode_config.yaml``,
+            written by the recipe's stage 12; none without ``exp_dir`` or
+            when there is none); a path (a decoding YAML, a decode dir, or a
+            decode tag under ``exp_dir``); False: none, only
+            :class:`~espnet_llm_asr.decoding_options.DecodingOptions`'
+            defaults.  Which one was used is logged (INFO) and kept as
+            :attr:`decode_config`.
         allow_frozen_mismatch: load even when a frozen model's fingerprint
             differs from the one the model was trained with (a warning
             instead of :class:`~espnet_llm_asr.frozen_models.FrozenModelMismatch`).
         frozen_paths: ``{"llm"|"encoder": dir}``: load these frozen models
             from there (still checked against the fingerprints).
+        **options: decoding options by name
+            (:class:`~espnet_llm_asr.decoding_options.DecodingOptions`:
+            ``num_beams``, ``max_new_tokens``, ``ctc_weight``, ``ctc_pre_beam``,
+            ``cache_implementation``, ...; see :meth:`LLMASRModel.generate`):
+            over the recorded config's, which are over the defaults.  The
+            options in use: :attr:`options`.
 
+    ``num_beam_groups`` / ``diversity_penalty`` (diverse beam search) are
+    refused: transformers moved it to a hub download.
     :meth:`from_pretrained` loads a pack (stage 14) or an experiment dir.
     """
 
+    @with_option_keywords
     def __init__(
         self,
         exp_dir: Optional[Union[str, Path]] = None,
         config: Optional[Union[str, Path]] = None,
         model_file: Optional[Union[str, Path]] = None,
         device: str = "cpu",
-        num_beams: int = 1,
-        max_new_tokens: int = 200,
-        max_tokens_per_second: Optional[float] = None,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
-        length_penalty: float = 1.0,
-        num_beam_groups: int = 1,
-        diversity_penalty: float = 0.0,
-        cache_implementation: str = "dynamic",
-        compile_decoding: Optional[bool] = None,
-        length_multiple: int = 1,
-        ctc_weight: float = 0.0,
-        ctc_pre_beam: Optional[int] = None,
+        *,
+        decode_config: Union[None, bool, str, Path] = None,
         allow_frozen_mismatch: bool = False,
         frozen_paths: Optional[Dict[str, str]] = None,
+        num_beam_groups: int = 1,
+        diversity_penalty: float = 0.0,
+        **options,
     ):
         if num_beam_groups > 1 or diversity_penalty:
             raise ValueError(
@@ -149,50 +195,52 @@ class Speech2Text:
             )
         if exp_dir is None and config is None:
             raise ValueError("give exp_dir or config (+ model_file)")
-        from espnet_llm_asr.decoding import check_ctc_weight, generation_cache_kwargs
+        from espnet_llm_asr.decoding import generation_cache_kwargs
 
-        generation_cache_kwargs(cache_implementation, compile_decoding, torch.device(device))  # fail before loading
-        if length_multiple < 1:
-            raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
+        DecodingOptions.check_names(options, "Speech2Text")
+        self.decode_config = resolve_decode_config(exp_dir, decode_config)
+        recorded = read_decode_config(self.decode_config) if self.decode_config is not None else {}
+        # explicit arguments over the recorded config over the defaults; checked before loading
+        self.options = DecodingOptions(**{**recorded, **options})
+        if self.decode_config is not None:
+            overridden = sorted(k for k in options if k in recorded and options[k] != recorded[k])
+            logging.info(f"Speech2Text: decoding options of {self.decode_config}"
+                         + (f", {', '.join(overridden)} as given" if overridden else ""))
+        elif exp_dir is not None and decode_config is None:
+            logging.info(f"Speech2Text: {exp_dir} records no decoding (*/{RECORDED_DECODE_CONFIG}): "
+                         "the default decoding options")
+        generation_cache_kwargs(self.options.cache_implementation, self.options.compile_decoding,
+                                torch.device(device))  # fail before loading
         if config is None:
             config = Path(exp_dir) / "config.yaml"
         if model_file is None and exp_dir is not None:
             model_file = find_model_file(exp_dir)
-        check_ctc_weight(ctc_weight)  # fail before loading; what needs the model is checked after
         self.model, self.args = load_trained_model(config, model_file, device, allow_frozen_mismatch,
                                                    frozen_paths)
-        self.model.check_decoding_ctc(ctc_weight)
+        self.model.check_decoding_ctc(self.options.ctc_weight)
         self.device = device
         self.lang_list = self.model.lang_list
-        self.decode_conf = dict(
-            num_beams=num_beams, max_new_tokens=max_new_tokens,
-            max_tokens_per_second=max_tokens_per_second, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
-            cache_implementation=cache_implementation, compile_decoding=compile_decoding,
-            length_multiple=length_multiple, ctc_weight=ctc_weight, ctc_pre_beam=ctc_pre_beam,
-        )
+
+    @property
+    def decode_conf(self) -> Dict:
+        """The decoding options in use, as keyword arguments of :meth:`LLMASRModel.generate`."""
+        return self.options.to_dict()
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], **kwargs) -> "Speech2Text":
         """A pack dir (``model.pth``; its ``decode.yaml``, the decoding its
-        results were measured with, gives the defaults) or an experiment dir
-        (its best checkpoint, :data:`MODEL_FILE_CANDIDATES`); ``kwargs``
-        override the decoding options and take the other arguments of
-        :class:`Speech2Text`."""
-        import inspect
-
+        results were measured with, is the recorded config) or an experiment
+        dir (its best checkpoint, :data:`MODEL_FILE_CANDIDATES`, and its latest
+        recorded decoding); ``kwargs`` override the decoding options and take
+        the other arguments of :class:`Speech2Text` (``decode_config`` too)."""
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise FileNotFoundError(f"{path}: no config.yaml; not a pack or an experiment dir")
         if not (path / PACK_MODEL_FILE).is_file():
             return cls(path, **kwargs)
-        options = {}
-        if (path / PACK_DECODE_CONFIG).is_file():
-            known = set(inspect.signature(cls.__init__).parameters) - {"self", "exp_dir", "config", "model_file"}
-            decode = yaml.safe_load((path / PACK_DECODE_CONFIG).read_text(encoding="utf-8")) or {}
-            options = {k: v for k, v in decode.items() if k in known}  # batch_size etc. are the CLI's
-        options.update(kwargs)
-        return cls(config=path / "config.yaml", model_file=path / PACK_MODEL_FILE, **options)
+        kwargs.setdefault("decode_config", path / PACK_DECODE_CONFIG if (path / PACK_DECODE_CONFIG).is_file()
+                          else False)
+        return cls(config=path / "config.yaml", model_file=path / PACK_MODEL_FILE, **kwargs)
 
     # ------------------------------------------------------------------ io
     @staticmethod
@@ -230,7 +278,7 @@ class Speech2Text:
         for i, a in enumerate(arrays):
             batch[i, : a.shape[0]] = torch.from_numpy(a)
         lang = self._lang_tensor(langs, len(arrays))
-        hyps, scores, proj = self.model.generate(batch, lengths, lang, **self.decode_conf)
+        hyps, scores, proj = self.model.generate(batch, lengths, lang, self.options)
         alphas = None
         if proj.alphas is not None:  # CIF: the weights come with the projector output, unpadded here
             frames = self._encoder_frames(batch, lengths).tolist()

@@ -36,6 +36,7 @@ from espnet_llm_asr.ctc_compress import ctc_compress
 from espnet_llm_asr.ctc_vocab import CTCVocabulary, word_boundary_id
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
                                      check_ctc_weight, generation_cache_kwargs, round_up)
+from espnet_llm_asr.decoding_options import DecodingOptions, with_option_keywords
 from espnet_llm_asr.frontend import ProjectorFrontend
 from espnet_llm_asr.layout import IGNORE_ID, Prompted, generation_prefix, training_batch, utterance_pieces
 from espnet_llm_asr.llm import CausalLLM
@@ -438,26 +439,18 @@ class LLMASRModel(AbsESPnetModel):
         return {"feats": speech, "feats_lengths": speech_lengths}
 
     # -------------------------------------------------------------- decoding
+    @with_option_keywords
     @torch.no_grad()
     def generate(
         self,
         speech: torch.Tensor,
         speech_lengths: torch.Tensor,
         lang: Optional[torch.Tensor] = None,
-        num_beams: int = 1,
-        max_new_tokens: int = 200,
-        max_tokens_per_second: Optional[float] = None,
-        min_new_tokens_cap: int = 8,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
-        length_penalty: float = 1.0,
+        options: Optional[DecodingOptions] = None,
+        *,
         sample_rate: int = 16000,
         frame_rate: float = 50.0,
-        cache_implementation: str = "dynamic",
-        compile_decoding: Optional[bool] = None,
-        length_multiple: int = 1,
-        ctc_weight: float = 0.0,
-        ctc_pre_beam: Optional[int] = None,
+        **overrides,
     ) -> Tuple[List[List[int]], List[float], ProjectorOutput]:
         """Batched KV-cached decoding.
 
@@ -469,77 +462,75 @@ class LLMASRModel(AbsESPnetModel):
             speech: (B, L) waveforms or (B, T, D) dumped encoder features.
             speech_lengths: (B,).
             lang: (B, 1) language ids or None.
-            cache_implementation: ``"dynamic"`` (the KV cache grows each step)
-                or ``"static"`` (transformers' ``StaticCache``: allocated once
-                for prompt + new tokens, fixed shapes, what a compiled decoding
-                step needs).  Same hypotheses.
-            compile_decoding: ``torch.compile`` the LLM's decoding step (static
-                cache only).  None: transformers' rule, compiled when the model
-                is on a GPU and the cache static, never on CPU; True: compiled
-                on any device; False: never.
-            repetition_penalty: applied to each row's generated tokens by our own
-                processor, whatever the row's left padding (the same hypotheses
-                batched as alone).
-            length_multiple: the prompt is left-padded to a multiple of this
-                many positions and prompt + new tokens rounded up to one (the
-                per-utterance caps still stop each hypothesis where they did),
-                so that a static cache and a compiled step see few distinct
-                shapes.  1: no rounding.
-            ctc_weight: joint CTC / LLM decoding (:class:`CTCPrefixScoring`):
-                the weight of the CTC prefix score of the projected vectors
-                read by the LLM's head, the CTC this model was trained with
-                (needs ``model_conf.ctc_weight > 0`` and ``ctc_unit: token``).
-                0: the LLM alone.
-            ctc_pre_beam: candidates per hypothesis and step that get the CTC
-                term (the LLM's best); None: every token.
+            options: the decoding options (:class:`~espnet_llm_asr.decoding_options.DecodingOptions`;
+                None: its defaults); ``overrides``, decoding options by name
+                (``num_beams=4``, ``ctc_weight=0.3``, ...), replace some of them.
+                Of note: ``cache_implementation`` ``"static"`` (transformers'
+                ``StaticCache``) with ``compile_decoding`` and
+                ``length_multiple`` give the same hypotheses as the default
+                dynamic cache; the repetition penalty is applied to each row's
+                generated tokens by our own processor, whatever the row's left
+                padding (the same hypotheses batched as alone);
+                ``ctc_weight`` > 0 decodes jointly with the CTC this model was
+                trained with (:class:`~espnet_llm_asr.decoding.CTCPrefixScoring`;
+                needs ``model_conf.ctc_weight > 0`` and ``ctc_unit: token``),
+                ``ctc_pre_beam`` choosing which tokens get its score.
+            sample_rate, frame_rate: of waveforms and of dumped features, for
+                the durations that ``max_tokens_per_second`` reads.
 
         Returns:
             token ids per utterance (without EOS), their scores (sum of token
             log-probabilities for greedy, the length-normalised beam score for
-            beam search; with ``ctc_weight`` the joint scores), and the
+            beam search; with ``ctc_weight`` the joint scores,
+            ``(1 - ctc_weight) log P_LLM + ctc_weight log psi_CTC``), and the
             projector output (gates, CIF lengths).
         """
         from transformers import LogitsProcessorList
 
-        cache_kwargs = generation_cache_kwargs(cache_implementation, compile_decoding, speech.device)
-        if length_multiple < 1:
-            raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
-        self.check_decoding_ctc(ctc_weight)
+        opts = (options or DecodingOptions()).replace(**overrides)
+        cache_kwargs = generation_cache_kwargs(opts.cache_implementation, opts.compile_decoding, speech.device)
+        self.check_decoding_ctc(opts.ctc_weight)
         batch = speech.size(0)
         lang_ids = self._lang_ids(lang)
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
-        llm_proj = self._llm_input(proj, self.ctc_log_probs(proj.embeds, over_vocab=False)
-                                   if self.ctc_compress else None)
-        inputs, attention_mask = generation_prefix(self._pieces(llm_proj, lang_ids), length_multiple)
+        # (B, T', K) over the CTC's own units (the ctc_vocab's, or the LLM's V tokens)
+        ctc_log_probs = (self.ctc_log_probs(proj.embeds, over_vocab=False)
+                         if self.ctc_compress or opts.ctc_weight > 0 else None)
+        llm_proj = self._llm_input(proj, ctc_log_probs)
+        inputs, attention_mask = generation_prefix(self._pieces(llm_proj, lang_ids), opts.length_multiple)
         max_len = inputs.size(1)
 
-        caps = [max_new_tokens] * batch
-        if max_tokens_per_second:
+        caps = [opts.max_new_tokens] * batch
+        if opts.max_tokens_per_second:
             secs = self._durations(speech, speech_lengths, sample_rate, frame_rate)
-            caps = [min(max_new_tokens, max(min_new_tokens_cap, math.ceil(round(s * max_tokens_per_second, 6))))
+            caps = [min(opts.max_new_tokens,
+                        max(opts.min_new_tokens_cap, math.ceil(round(s * opts.max_tokens_per_second, 6))))
                     for s in secs]
-        greedy_scores = GreedyScores() if num_beams == 1 else None
+        num_beams = opts.num_beams
+        # with the CTC, greedy's score is the joint score (as beam search's), not renormalised
+        greedy_scores = GreedyScores(normalize=opts.ctc_weight == 0) if num_beams == 1 else None
         ctc_scoring = []
-        if ctc_weight > 0:
-            log_probs = self.ctc_log_probs(proj.embeds).cpu().numpy()
+        if opts.ctc_weight > 0:
+            log_probs = ctc_log_probs.float().cpu().numpy()
             ctc_scoring = [CTCPrefixScoring([log_probs[i, : int(n)] for i, n in enumerate(proj.lengths.tolist())],
-                                            num_beams, ctc_weight, self.llm.pad_token_id,
-                                            self.llm.eos_token_id, ctc_pre_beam)]
+                                            num_beams, opts.ctc_weight, self.llm.pad_token_id,
+                                            self.llm.eos_token_id, opts.ctc_pre_beam,
+                                            unit_ids=None if self.ctc_vocab is None else self.ctc_vocab.ids.tolist())]
         # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
         # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
         processors = LogitsProcessorList(
             ctc_scoring
-            + ([RepetitionPenalty(repetition_penalty)] if repetition_penalty != 1.0 else [])
+            + ([RepetitionPenalty(opts.repetition_penalty)] if opts.repetition_penalty != 1.0 else [])
             + [PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)]
             + ([greedy_scores] if greedy_scores is not None else []))
         out = self.llm.model.generate(
             inputs_embeds=inputs.to(self.llm.dtype),
             attention_mask=attention_mask,
-            max_new_tokens=round_up(max_len + max(caps), length_multiple) - max_len,
+            max_new_tokens=round_up(max_len + max(caps), opts.length_multiple) - max_len,
             num_beams=num_beams,
             do_sample=False,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            length_penalty=length_penalty,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size,
+            length_penalty=opts.length_penalty,
             eos_token_id=self.llm.eos_token_id,
             pad_token_id=self.llm.pad_token_id,
             logits_processor=processors,

@@ -102,3 +102,203 @@ def test_every_recipe_decoding_config_parses():
         weights[path.name if path.parent == conf else f"{path.parent.name}/{path.name}"] = args.ctc_weight
     assert weights["decode.yaml"] > 0 and weights["decode_llm.yaml"] == 0
     assert weights["decode_paper.yaml"] == 0  # the papers' configs train no CTC
+
+
+# ---------------------------------------------------------------- the pre-beam
+def _peaked_ctc(frames: int, spoken, vocab: int, blank: int = BLANK, ambiguous=None) -> np.ndarray:
+    """(frames, vocab) CTC log-probabilities saying ``spoken`` token by token, a blank between:
+    0.9 on the frame's label, the rest spread; ``ambiguous`` {frame: (token, prob)} takes that
+    much from the frame's label for a rival."""
+    p = np.full((frames, vocab), 0.1 / (vocab - 1), dtype=np.float64)
+    labels = [blank] * frames
+    for i, c in enumerate(spoken):
+        labels[2 * i + 1] = c
+    for t, c in enumerate(labels):
+        p[t, c] = 0.9
+    for t, (c, q) in (ambiguous or {}).items():
+        p[t, c], p[t, labels[t]] = p[t, c] + q, p[t, labels[t]] - q
+    return np.log(p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _greedy(proc, logits, steps: int):
+    """Greedy decoding of a fixed LLM (the same logits each step) through ``proc``: ids and joint scores."""
+    prefix, scores = [], []
+    for _ in range(steps):
+        joint = proc(torch.tensor([prefix], dtype=torch.long).view(1, len(prefix)), logits)
+        prefix.append(int(joint.argmax()))
+        scores.append(joint[0].clone())
+        if prefix[-1] == EOS:
+            break
+    return prefix, scores
+
+
+def test_auto_pre_beam_scores_the_llms_best_the_ctcs_choices_and_eos():
+    """The default (pre_beam None) scores the LLM's auto_pre_beam best, the CTC's choices (each
+    frame's likeliest token but the blank, any with >= 1 % in some frame: here the spoken tokens
+    and a rival) and EOS: far fewer than the vocabulary, with the very scores of the full scoring
+    on those; the CTC steers to its tokens although the LLM ranks them last, which the LLM's best
+    alone (pre_beam 20) cannot."""
+    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL, auto_pre_beam
+
+    vocab = 300
+    logits = torch.linspace(5.0, -5.0, vocab)[None]  # the LLM prefers low ids, EOS (1) second
+    spoken = [290, 250, 295]
+    x = _peaked_ctc(8, spoken, vocab, ambiguous={3: (260, 0.3)})
+    auto = CTCPrefixScoring([x], num_beams=1, weight=0.7, blank=BLANK, eos=EOS)
+    full = CTCPrefixScoring([x], num_beams=1, weight=0.7, blank=BLANK, eos=EOS, pre_beam=CTC_PRE_BEAM_ALL)
+    hyp, scores = _greedy(auto, logits, 6)
+    full_hyp, full_scores = _greedy(full, logits, 6)
+    assert hyp == full_hyp == spoken + [EOS]
+    expected = sorted(set(range(auto_pre_beam(1))) - {BLANK} | {250, 260, 290, 295})
+    assert auto.candidates(torch.log_softmax(logits[0], -1), 0).tolist() == expected
+    for step, (s, f) in enumerate(zip(scores, full_scores)):
+        scored = torch.isfinite(s)
+        assert scored.sum() == len(expected), step
+        torch.testing.assert_close(s[scored], f[scored])
+    assert auto.scored < full.scored / 5
+    llm_best = CTCPrefixScoring([x], num_beams=1, weight=0.7, blank=BLANK, eos=EOS, pre_beam=20)
+    assert _greedy(llm_best, logits, 6)[0][0] not in spoken
+
+
+def test_ctc_over_its_own_units_equals_the_ctc_spread_over_the_vocabulary():
+    """unit_ids (a ctc_vocab): the scorer reads (T, K) log-probabilities of K units; the joint
+    scores, repeated tokens and tokens outside the units included, are those of the same CTC
+    spread over the vocabulary (OUTSIDE_LOG_PROB elsewhere)."""
+    from espnet_llm_asr.ctc_vocab import OUTSIDE_LOG_PROB
+    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL
+
+    vocab, units = 12, [7, BLANK, 3, 9, 4]  # any order, the blank among them
+    g = torch.Generator().manual_seed(3)
+    small = torch.randn(9, len(units), generator=g).mul(2).log_softmax(-1).numpy()
+    spread = np.full((9, vocab), OUTSIDE_LOG_PROB, dtype=np.float32)
+    spread[:, units] = small
+    logits = torch.randn(1, vocab, generator=g)
+    for pre_beam in (None, CTC_PRE_BEAM_ALL):
+        ours = CTCPrefixScoring([small], 1, 0.6, BLANK, EOS, pre_beam=pre_beam, unit_ids=units)
+        ref = CTCPrefixScoring([spread], 1, 0.6, BLANK, EOS, pre_beam=pre_beam)
+        for prefix in ([], [3], [3, 3], [3, 9], [3, 9, 5], [7, 4, 4]):
+            ids = torch.tensor([prefix], dtype=torch.long).view(1, len(prefix))
+            a, b = ours(ids, logits), ref(ids, logits)
+            assert torch.equal(torch.isfinite(a), torch.isfinite(b)), (pre_beam, prefix)
+            torch.testing.assert_close(a[torch.isfinite(a)], b[torch.isfinite(b)], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="blank"):
+        CTCPrefixScoring([small], 1, 0.6, blank=5, eos=EOS, unit_ids=units)
+
+
+# ------------------------------------------------- joint decoding in the model (tiny real LLMs)
+@pytest.fixture(scope="module")
+def llm_dirs(tmp_path_factory):
+    """Tiny Llama LMs over a char tokenizer: its own vocabulary (about a hundred pieces), and one
+    with Gemma 3's 262,144-word head and embedding table (hidden size 16, one layer)."""
+    from tiny_setup import PROMPT_TEXT, TINY_LLM, UTTS
+
+    from espnet_llm_asr import tiny_models
+
+    root = tmp_path_factory.mktemp("joint_decoding")
+    tok = tiny_models.train_tokenizer([t for _, _, t, _, _ in UTTS] + PROMPT_TEXT, root / "tok", model_type="char")
+    small = tiny_models.build_tiny_llm(root / "llm", tok, **TINY_LLM)
+    big = tiny_models.build_tiny_llm(root / "llm_262k", tok, hidden_size=16, num_layers=1, num_heads=2,
+                                     intermediate_size=32, vocab_size=262144)
+    return small, big
+
+
+def _joint_model(llm_dir):
+    """LLMASRModel reading (B, T, 8) features through a linear projector (5 frames a vector),
+    trained with a CTC (model_conf.ctc_weight 1), untrained here."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.frontend import FRONTEND_CLASSES
+    from espnet_llm_asr.llm import CausalLLM
+    from espnet_llm_asr.model import LLMASRModel
+
+    torch.manual_seed(0)
+    llm = CausalLLM(str(llm_dir))
+    frontend = FRONTEND_CLASSES["linear"](output_dim=llm.hidden_size, input_dim=8, hidden_dim=16)
+    return LLMASRModel(frontend, llm, ctc_weight=1.0).eval()
+
+
+def _hear(model, monkeypatch, spoken):
+    """The model's CTC hears ``spoken`` (LLM ids) in every utterance (:func:`_peaked_ctc`)."""
+    real = model.ctc_log_probs
+
+    def crafted(embeds, over_vocab=True):
+        batch, frames, vocab = real(embeds, over_vocab).shape
+        x = torch.from_numpy(_peaked_ctc(frames, spoken, vocab, blank=model.llm.pad_token_id))
+        return x.expand(batch, frames, vocab).clone()
+
+    monkeypatch.setattr(model, "ctc_log_probs", crafted)
+
+
+def _spy_scorers(monkeypatch):
+    """The CTCPrefixScoring processors that generate makes, as it makes them."""
+    import espnet_llm_asr.model as model_module
+
+    made = []
+
+    class Spy(CTCPrefixScoring):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(model_module, "CTCPrefixScoring", Spy)
+    return made
+
+
+def _features(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 60, 8, generator=g), torch.tensor([60, 45])  # 12 and 9 projected vectors
+
+
+def test_joint_decoding_default_pre_beam_equals_full_scoring_on_a_toy_vocabulary(llm_dirs, monkeypatch):
+    """On the tiny LLM's own vocabulary, where every token can be scored: the default pre-beam
+    gives the hypotheses and scores of scoring every token (greedy and beam search), the CTC's
+    tokens included although the LLM does not rank them first (its 1 best alone misses them),
+    at a fraction of the candidates."""
+    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL
+
+    model = _joint_model(llm_dirs[0])
+    vocab = model.llm.model.get_output_embeddings().weight.size(0)
+    spoken = model.llm.tokenize("भारत")[1:]  # its letters (after the word boundary)
+    assert vocab > 60 and len(spoken) == 4
+    _hear(model, monkeypatch, spoken)
+    made = _spy_scorers(monkeypatch)
+    feats, lengths = _features()
+    conf = dict(max_new_tokens=6, ctc_weight=0.9)
+    for beams in (1, 2):
+        hyps, scores, _ = model.generate(feats, lengths, None, num_beams=beams, **conf)
+        full, full_scores, _ = model.generate(feats, lengths, None, num_beams=beams, ctc_pre_beam=CTC_PRE_BEAM_ALL,
+                                              **conf)
+        assert hyps == full == [spoken, spoken], beams
+        np.testing.assert_allclose(scores, full_scores, rtol=1e-5)
+        assert made[-2].scored < made[-1].scored / 2
+    llm_best, _, _ = model.generate(feats, lengths, None, ctc_pre_beam=1, **conf)
+    assert llm_best[0] != spoken
+
+
+def test_joint_decoding_at_a_262144_word_head_costs_about_greedy(llm_dirs, monkeypatch):
+    """A 262,144-word head (Gemma 3's): joint decoding with the default pre-beam scores a few
+    dozen candidates a step, not the vocabulary, and finishes about as fast as greedy (times
+    printed, not asserted); the CTC still steers to tokens anywhere in the vocabulary."""
+    import time
+
+    from espnet_llm_asr.decoding import auto_pre_beam
+
+    model = _joint_model(llm_dirs[1])
+    assert model.llm.model.get_output_embeddings().weight.size(0) == 262144
+    made = _spy_scorers(monkeypatch)
+    feats, lengths = _features(1)
+    start = time.perf_counter()
+    greedy, _, _ = model.generate(feats, lengths, None, max_new_tokens=8)
+    greedy_s = time.perf_counter() - start
+    start = time.perf_counter()
+    joint, scores, _ = model.generate(feats, lengths, None, max_new_tokens=8, ctc_weight=0.5)
+    joint_s = time.perf_counter() - start
+    print(f"262,144-word head, 2 utterances, 8 new tokens: greedy {greedy_s:.2f} s, joint CTC {joint_s:.2f} s "
+          f"({made[-1].scored} candidates scored)")
+    assert all(np.isfinite(scores)) and all(len(h) <= 8 for h in joint)
+    choices = max(len(c) for c in made[-1].ctc_choices)  # at most one a frame and 100 a frame >= 1 %
+    assert made[-1].scored <= 2 * 8 * (auto_pre_beam(1) + 1 + choices) and choices <= 12 * 101
+
+    spoken = [200000, 131072, 262143]
+    _hear(model, monkeypatch, spoken)
+    hyps, _, _ = model.generate(feats, lengths, None, max_new_tokens=8, ctc_weight=0.9)
+    assert hyps == [spoken, spoken]

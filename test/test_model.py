@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tiny_setup import (UTTS, data_args, epoch_losses, make_data_dir, make_tiny_models, run_module,
-                        train_config)
+                        train_config, train_in_process)
 
 TRAIN = "espnet_llm_asr.bin.llm_asr_train"
 DECODE = "espnet_llm_asr.bin.llm_asr_inference"
@@ -26,6 +26,7 @@ def _train(root, data, conf, out, epochs, extra=()):
                               "--max_epoch", str(epochs), *data_args(data), *extra], cwd=root)
 
 
+@pytest.mark.slow
 def test_train_resume_checkpoint(assets):
     root, data, models = assets
     conf = train_config(root, models, "smear_moe")
@@ -69,6 +70,7 @@ def test_every_projector_trains_one_step(assets, frontend):
     assert all(k.startswith("frontend.projector.") for k in model_state), list(model_state)[:5]
 
 
+@pytest.mark.slow
 def test_overfit_and_decode(assets):
     """A model trained to overfit three utterances transcribes them exactly,
     and batch decoding equals one-by-one decoding."""
@@ -99,6 +101,7 @@ def test_overfit_and_decode(assets):
     assert hyp.text == text and len(hyp.gates) == 2
 
 
+@pytest.mark.slow
 def test_dumped_features_equal_on_the_fly(assets):
     root, data, models = assets
     out = root / "feats"
@@ -190,6 +193,7 @@ def test_decoding_faults_and_resume(assets, monkeypatch):
     assert len((res / "text").read_text().splitlines()) == 3 and not (res / ".partial.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(assets):
     """SIGKILL during epoch 2, then --resume true: the final weights equal an
     uninterrupted run with the same seed (to 1e-5; ESPnet re-seeds every epoch)."""
@@ -312,6 +316,7 @@ def test_specaug_masks_encoder_features_in_training_only(assets):
     assert torch.equal(seen[-1], feats)
 
 
+@pytest.mark.slow
 def test_lora_hold_steps_through_espnet_resume(assets):
     """model_conf.lora_hold_steps=6 with 4 batches an epoch: epoch 1 leaves the adapters at their
     start (lora_B zero), the count survives --resume, and epoch 2 trains them from batch 7 on."""
@@ -333,17 +338,7 @@ def test_lora_hold_steps_through_espnet_resume(assets):
     assert "lora_held=0.500" in proc.stderr  # batches 5-6 held, 7-8 not
 
 
-def _train_in_process(assets, frontend: str, name: str, *model_conf: str):
-    """Train ``frontend`` 2 steps in this process with these ``model_conf`` items; the exp dir."""
-    from espnet_llm_asr.task import LLMASRTask
-
-    root, data, models = assets
-    conf = train_config(root, models, frontend)
-    out = root / name
-    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
-                         "--num_iters_per_epoch", "2", *[a for item in model_conf for a in ("--model_conf", item)],
-                         *data_args(data)])
-    return out
+_train_in_process = train_in_process
 
 
 def test_joint_ctc_decoding(assets):
@@ -370,7 +365,7 @@ def test_joint_ctc_decoding(assets):
     # the trained blank offset came back with the checkpoint, and decoding's CTC is the model's
     assert float(s2t.model.ctc_blank_bias) != 5.0
     calls, ctc_log_probs = [], s2t.model.ctc_log_probs
-    s2t.model.ctc_log_probs = lambda embeds: calls.append(embeds.shape) or ctc_log_probs(embeds)
+    s2t.model.ctc_log_probs = lambda embeds, **kw: calls.append(embeds.shape) or ctc_log_probs(embeds, **kw)
     s2t(wavs[0], lang=langs[0])
     assert len(calls) == 1
     zero = Speech2Text(out, model_file=out / "1epoch.pth", max_new_tokens=6, ctc_weight=0.0)

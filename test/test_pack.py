@@ -16,23 +16,16 @@ import soundfile
 import yaml
 
 from conftest import synth_wave
-from tiny_setup import ROOT, UTTS, data_args, make_data_dir, make_tiny_models, train_config
+from tiny_setup import ROOT, UTTS, make_data_dir, make_tiny_models, train_in_process
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A smear_moe model trained 2 steps on the tiny models (config with absolute paths)."""
-    import espnet_llm_asr  # noqa: F401
-    from espnet_llm_asr.task import LLMASRTask
-
     root = tmp_path_factory.mktemp("pack")
     data = make_data_dir(root)
     models = make_tiny_models(root, [t for _, _, t, _, _ in UTTS])
-    conf = train_config(root, models, "smear_moe")
-    exp = root / "exp_smear"
-    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(exp), "--ngpu", "0", "--max_epoch", "1",
-                         "--num_iters_per_epoch", "2", *data_args(data)])
-    return root, data, models, exp
+    return root, data, models, train_in_process((root, data, models), "smear_moe", "exp_smear")
 
 
 def _env():
@@ -81,6 +74,7 @@ def test_training_records_the_frozen_models(trained):
     assert manifest["encoder"]["fingerprint"] == fingerprint(models["whisper"])
 
 
+@pytest.mark.slow
 def test_pack_loads_elsewhere_in_a_fresh_process_with_the_same_hypotheses(trained, tmp_path):
     from espnet_llm_asr.bin.pack_model import pack
     from espnet_llm_asr.frozen_models import MANIFEST, read_manifest
@@ -156,6 +150,7 @@ def test_exp_dir_without_manifest_loads_with_a_warning(trained, tmp_path, caplog
     assert f"no {MANIFEST}" in caplog.text and "not checked" in caplog.text
 
 
+@pytest.mark.slow
 def test_transcribe_reads_any_rate_and_channels_and_names_a_corrupt_file(trained, tmp_path):
     from espnet_llm_asr.bin.pack_model import pack
     from espnet_llm_asr.inference import Speech2Text

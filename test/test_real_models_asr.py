@@ -24,11 +24,15 @@ three espeak-ng utterances of about a second.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from test_real_models import GEMMA_DIR, ROOT, WHISPER_DIR, require
+
+pytestmark = pytest.mark.real_models  # every test here loads both checkpoints
 
 CONFIG = ROOT / "egs2" / "indic" / "asr1" / "conf" / "real_small" / "train_smear_moe.yaml"
 LANGS = ["hi", "mr", "ta", "te"]  # the recipe's data/lang_list
@@ -198,6 +202,7 @@ def test_default_prompt_layout(request):
         llm.set_prompt()
 
 
+@pytest.mark.slow
 def test_chat_template_layout_token_by_token(request):
     """``use_chat_template: true`` + the language instruction: Gemma's turn markup around the speech,
     checked on the prompt ids and on the embeddings, mask, positions and loss of a training batch."""
@@ -258,6 +263,7 @@ def test_chat_template_layout_token_by_token(request):
 
 
 # ---------------------------------------------------------------- the encoder
+@pytest.mark.slow
 def test_whisper_base_encoder_pad_to_30s_true_and_false(request):
     """pad_to_30s true = Hugging Face's feature extractor + encoder (30 s window), trimmed;
     false = the real frames only: a batch gives each utterance's features alone, and they
@@ -303,6 +309,7 @@ def test_whisper_base_encoder_pad_to_30s_true_and_false(request):
 
 
 # ---------------------------------------------------------------- training and decoding
+@pytest.mark.slow
 def test_one_training_step_through_the_task(request):
     """Preprocessor -> collate -> model (waveforms through the frozen Whisper) -> the task's optimizer:
     finite loss, gradients on the projector only, the LLM and the encoder untouched."""
@@ -338,6 +345,7 @@ def test_one_training_step_through_the_task(request):
     assert set(model.state_dict()) == trainable  # checkpoints hold the projector only
 
 
+@pytest.mark.slow
 def test_batched_greedy_decoding_equals_one_at_a_time(request):
     """After a few training steps on the three utterances, greedy decoding of the left-padded batch
     gives each utterance's tokens and score as decoded alone (real tokenizer).
@@ -396,6 +404,7 @@ def test_bf16_and_fp32_gemma_agree(request):
     assert agree >= 0.9 and abs(nll16 - nll32) < 0.1 * nll32
 
 
+@pytest.mark.slow
 def test_lora_on_gemma3_attention(request):
     """LoRA on q/k/v/o_proj of every Gemma 3 layer (bf16 base): adapters train, the base stays frozen
     and in eval mode; a target Gemma 3 lacks is named in a clear error."""
@@ -430,3 +439,69 @@ def test_lora_on_gemma3_attention(request):
     asr.zero_grad()
     with pytest.raises(ValueError, match=r"target_modules \['query_key_value'\].*'q_proj'"):
         CausalLLM._add_lora(llm_fp32.model, {"r": 4, "target_modules": ["q_proj", "query_key_value"]})
+
+
+# ---------------------------------------------------------------- joint CTC decoding at Gemma's head
+@pytest.mark.slow
+def test_joint_ctc_decoding_at_gemmas_262144_word_head(request, monkeypatch):
+    """Joint CTC / LLM decoding through Gemma 3's own head (262,144 words, no ctc_vocab) after up
+    to 120 steps of the CTC alone on the three utterances (model_conf.llm_hold_steps: the LLM sits out,
+    so it has not learnt to read the projector and the CTC decides): with the default pre-beam
+    each step scores the LLM's best, the CTC's choices and EOS, not the vocabulary; the batch
+    decodes as each utterance alone, and as scoring every token does where the CTC's choices
+    cover that hypothesis.  Prints the time of greedy vs joint decoding (and of scoring every
+    token); timing is not asserted (the CPU is shared)."""
+    import time
+
+    model, llm_fp32, feats = _real(request, "model", "llm_fp32", "feats")
+    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL, auto_pre_beam
+    from espnet_llm_asr.model import LLMASRModel
+    from test_decoding import _spy_scorers
+
+    made = _spy_scorers(monkeypatch)
+    x, x_lengths, lang = feats
+    torch.manual_seed(0)
+    # the fp32 Gemma, as in test_batched_greedy_decoding_equals_one_at_a_time (bf16 rounds a
+    # padded batch and a single row differently); a projector of its own
+    frontend = copy.deepcopy(model.frontend)
+    asr = LLMASRModel(frontend, llm_fp32, lang_list=LANGS, ctc_weight=1.0, ctc_blank_bias=5.0, llm_hold_steps=120)
+    text, text_lengths = _text_batch(asr.llm, [u[2] for u in UTTS])
+    optimizer = torch.optim.AdamW([p for p in asr.parameters() if p.requires_grad], lr=3e-3)
+    asr.train()
+    for step in range(1, 121):  # until the CTC has about learnt the three (CPU rounding varies the path)
+        loss, stats, _ = asr(x, x_lengths, text, text_lengths, lang)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if float(stats["loss_ctc"]) < 0.5:
+            break
+    print(f"after {step} steps: CTC loss {float(stats['loss_ctc']):.2f}")
+    asr.eval()
+    opts = dict(max_new_tokens=6)
+    timings = {}
+    for name, extra in (("greedy", {}), ("joint", dict(ctc_weight=0.5)),
+                        ("every token", dict(ctc_weight=0.5, ctc_pre_beam=CTC_PRE_BEAM_ALL))):
+        start = time.perf_counter()
+        hyps, scores, _ = asr.generate(x, x_lengths, lang, **opts, **extra)
+        timings[name] = (time.perf_counter() - start, hyps, scores, made[-1].scored if extra else 0)
+        print(f"{name}: {[asr.llm.decode(h) for h in hyps]} {np.round(scores, 3).tolist()}")
+    print("Gemma 3 270M (fp32), 3 utterances (~1 s each), 6 new tokens at most, batch 3: "
+          + ", ".join(f"{k} {t:.2f} s" + (f" ({n} candidates scored)" if n else "")
+                      for k, (t, _, _, n) in timings.items()))
+    _, hyps, scores, scored = timings["joint"]
+    _, every, every_scores, _ = timings["every token"]
+    choices = made[-2].ctc_choices
+    assert all(np.isfinite(scores))
+    assert 0 < scored <= len(UTTS) * 6 * (auto_pre_beam(1) + 1 + max(len(c) for c in choices))
+    # where the tokens that scoring every token chose are the CTC's choices (the default's candidates),
+    # greedy decoding chooses them too, with the same scores
+    covered = [i for i in range(len(UTTS)) if set(every[i]) <= set(choices[i].tolist())]
+    print(f"utterances whose every-token hypothesis the CTC's choices cover: {covered}")
+    assert covered, "the CTC learnt none of the utterances"
+    for i in covered:
+        assert hyps[i] == every[i]
+        assert scores[i] == pytest.approx(every_scores[i], rel=1e-4)
+    for i in range(len(UTTS)):
+        n = int(x_lengths[i])
+        alone, _, _ = asr.generate(x[i: i + 1, :n], x_lengths[i: i + 1], lang[i: i + 1], **opts, ctc_weight=0.5)
+        assert alone[0] == hyps[i]

@@ -39,6 +39,7 @@ def _bengali_recipe(tmp_path: Path) -> Path:
     return recipe
 
 
+@pytest.mark.slow
 def test_bengali_recipe_stages_1_to_13(tmp_path):
     from espnet_llm_asr.scoring import read_sclite_result
 
@@ -76,6 +77,8 @@ def test_bengali_recipe_stages_1_to_13(tmp_path):
     assert (decode / "test" / "text").stat().st_mtime_ns != before[1]
 
     _pack_and_decode_elsewhere(recipe, exp, decode / "test", tmp_path / "elsewhere")
+    _stage11_resumes_only_its_own_run(recipe, exp)
+    _gpu_jobs_each_on_its_own_card(recipe, decode)
     _dump_float16(recipe)
     _compare_two_projectors(recipe)
 
@@ -108,6 +111,94 @@ def _pack_and_decode_elsewhere(recipe: Path, exp: Path, decoded: Path, elsewhere
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = [ln.rstrip() for ln in proc.stdout.splitlines() if ln.strip()]
     assert got == [ln.rstrip() for ln in (decoded / "text").read_text(encoding="utf-8").splitlines()]
+
+
+def _stage11_resumes_only_its_own_run(recipe: Path, exp: Path) -> None:
+    """Stage 11 continues an exp dir's checkpoint only when it was started with the same
+    inputs: other arguments, or a run whose inputs were not recorded, stop it with a message
+    naming both and the ways out; the same run interrupted (no .done) resumes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def stage11(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["./run.sh", "--stage", "11", "--stop_stage", "11", *FAST, *extra],
+                              cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
+
+    started = exp / ".started.stage11"
+    assert "conf/fast/train_smear_moe.yaml" in started.read_text(encoding="utf-8")
+    checkpoint = (exp / "checkpoint.pth").stat().st_mtime_ns
+    other = stage11("--asr_args", "--max_epoch 7")
+    assert other.returncode != 0
+    assert "holds a run of other inputs" in other.stderr, other.stderr[-2000:]
+    that_run, this_one = (next(ln for ln in other.stderr.splitlines() if ln.strip().startswith(k))
+                          for k in ("that run:", "this one:"))
+    assert "asr_args ''" in that_run and "asr_args '--max_epoch 7'" in this_one, other.stderr[-2000:]
+    assert "--redo true" in other.stderr and "--asr_tag" in other.stderr
+    assert (exp / "checkpoint.pth").stat().st_mtime_ns == checkpoint  # nothing trained, nothing lost
+    # on purpose: the same run trained on with other arguments (here its own max_epoch: nothing to add)
+    on = stage11("--asr_args", "--max_epoch 2", "--continue_run", "true")
+    assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
+    assert "--continue_run true: resuming" in on.stdout
+    assert "asr_args '--max_epoch 2'" in started.read_text(encoding="utf-8")
+    assert stage11("--asr_args", "--max_epoch 2").stdout.count("skipped") == 1  # done with these inputs
+
+    (exp / ".done.stage11").unlink()  # as if the run had been interrupted
+    saved = started.read_text(encoding="utf-8")
+    started.unlink()
+    unknown = stage11("--asr_args", "--max_epoch 2")
+    assert unknown.returncode != 0 and "whose inputs were not recorded" in unknown.stderr, unknown.stderr[-2000:]
+    started.write_text(saved, encoding="utf-8")
+    same = stage11("--asr_args", "--max_epoch 2")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert "resuming the interrupted run" in same.stdout and (exp / ".done.stage11").is_file()
+    back = stage11("--continue_run", "true")  # the recipe's own inputs again, for what follows
+    assert back.returncode == 0 and "asr_args ''" in started.read_text(encoding="utf-8"), back.stderr[-2000:]
+
+
+STAND_IN_CUDA_CMD = r'''#!/usr/bin/env bash
+# A GPU job runner stood in on a CPU machine: utils/run_jobs.sh with three
+# pretend cards; each job records the cards it sees and its command, then runs on the CPU.
+export CUDA_VISIBLE_DEVICES=0,1,2
+opts=(); while [[ "$1" == --* ]]; do opts+=("$1" "$2"); shift 2; done
+jobs=(); if [[ "$1" == JOB=* ]]; then jobs=("$1"); shift; fi
+log="$1"; shift
+exec utils/run_jobs.sh "${opts[@]}" "${jobs[@]}" "${log}" ./record_job.sh "${log}" "$@"
+'''
+RECORD_JOB = r'''#!/usr/bin/env bash
+log="$1"; shift
+echo "${log} cards=${CUDA_VISIBLE_DEVICES} $*" >> gpu_jobs.txt
+args=(); prev=""
+for a in "$@"; do
+    [ "${prev}" = --device ] && a=cpu
+    [ "${prev}" = --ngpu ] && a=0
+    args+=("${a}"); prev="${a}"
+done
+exec "${args[@]}"
+'''
+
+
+def _gpu_jobs_each_on_its_own_card(recipe: Path, decode: Path) -> None:
+    """With --ngpu 2, every stage 9 dumping job and stage 12 decoding job goes through
+    ${cuda_cmd} --gpu 1 and sees a card of its own (a stand-in runner records what each
+    sees and runs it on the CPU); the decoding gives the same hypotheses."""
+    for name, text in (("fake_cuda.sh", STAND_IN_CUDA_CMD), ("record_job.sh", RECORD_JOB)):
+        (recipe / name).write_text(text)
+        (recipe / name).chmod(0o755)
+    with (recipe / "cmd.sh").open("a") as f:
+        f.write('export cuda_cmd="./fake_cuda.sh"\n')
+    before = (decode / "test" / "text").read_text(encoding="utf-8")
+    for st in ("9", "12"):
+        _run(recipe, "--stage", st, "--stop_stage", st, "--ngpu", "2", "--redo", "true", *FAST)
+    jobs = (recipe / "gpu_jobs.txt").read_text().splitlines()
+    for kind, module, device_arg in (("dump", "dump_encoder_feats", "--device cuda"),
+                                     ("decode", "llm_asr_inference", "--ngpu 1")):
+        mine = [ln for ln in jobs if f"/logs/{kind}." in ln.split()[0]]
+        assert mine and all(module in ln and device_arg in ln for ln in mine), jobs
+        per_dir = {}
+        for ln in mine:
+            per_dir.setdefault(ln.split()[0].rsplit("/logs/", 1)[0], []).append(ln.split()[1])
+        for cards in per_dir.values():  # the two jobs of a data set: cards 0 and 1, one each
+            assert sorted(cards) == ["cards=0", "cards=1"], per_dir
+    assert (decode / "test" / "text").read_text(encoding="utf-8") == before
 
 
 def _dump_float16(recipe: Path) -> None:

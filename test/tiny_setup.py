@@ -96,6 +96,22 @@ def train_config(root: Path, models: Dict[str, Path], frontend: str = "smear_moe
     return path
 
 
+def train_in_process(assets, frontend: str, name: str, *model_conf: str) -> Path:
+    """Train ``frontend`` 2 steps (one epoch) in this process with these ``model_conf`` items
+    (``"ctc_weight=1.0"``); ``assets`` = (root, data dir, tiny models).  Returns the exp dir
+    ``root / name``."""
+    import espnet_llm_asr  # noqa: F401
+    from espnet_llm_asr.task import LLMASRTask
+
+    root, data, models = assets
+    conf = train_config(root, models, frontend)
+    out = root / name
+    LLMASRTask.main(cmd=["--config", str(conf), "--output_dir", str(out), "--ngpu", "0", "--max_epoch", "1",
+                         "--num_iters_per_epoch", "2", *[a for item in model_conf for a in ("--model_conf", item)],
+                         *data_args(data)])
+    return out
+
+
 def data_args(data: Path, speech=("wav.scp", "speech", "sound")) -> List[str]:
     args = []
     for split in ("train", "valid"):

@@ -24,6 +24,16 @@ shows at once; the output files are in key order whatever the decoding
 order); ``--cache_implementation static`` (a static KV cache) with
 ``--compile_decoding`` (a compiled decoding step; by default on a GPU with a
 static cache, off on CPU) and ``--length_multiple`` (fewer distinct shapes).
+
+The decoding options (:class:`~espnet_llm_asr.decoding_options.DecodingOptions`,
+their help under ``--help``) come from ``--config`` (a YAML of ``option:
+value``; this program's own options such as ``--batch_size`` may be set there
+too), the command line over it, never from an experiment's recorded
+decodings.  ``--print_config`` prints the decoding options that would be used,
+checked, as such a YAML and exits (no model loaded; the data and output
+arguments not needed): what the recipe's stage 12 records as
+``<exp_dir>/<inference_tag>/decode_config.yaml``, the config that
+``Speech2Text(exp_dir)`` decodes with.
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ import numpy as np
 import torch
 
 import espnet_llm_asr  # noqa: F401
+from espnet_llm_asr.decoding_options import SPEED_GROUP, DecodingOptionError, DecodingOptions
 from espnet_llm_asr.inference import Speech2Text
 from espnet_llm_asr.torch_utils import flush_denormals
 from espnet_llm_asr.utils import atomic_write_text
@@ -48,55 +59,30 @@ from espnet_llm_asr.utils import atomic_write_text
 ALPHA_DECIMALS = 4  # CIF weights in 1best_recog/alphas (T values per line; 4 decimals keep it small)
 
 
-def get_parser() -> argparse.ArgumentParser:
+def get_parser(data_required: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``data_required=False`` (``--print_config``) leaves out nothing but the
+    requirement of ``--output_dir`` and ``--data_path_and_name_and_type``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML of decoding options (conf/decode.yaml)")
-    p.add_argument("--output_dir", required=True)
+    p.add_argument("--print_config", action="store_true",
+                   help="print the decoding options (--config, then the command line) as YAML and exit")
+    p.add_argument("--output_dir", required=data_required)
     p.add_argument("--ngpu", type=int, default=0, help="0: CPU, 1: first GPU")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--log_level", default="INFO")
-    p.add_argument("--data_path_and_name_and_type", action="append", required=True,
+    p.add_argument("--data_path_and_name_and_type", action="append", required=data_required,
                    help="path,name,type (speech: sound or kaldi_ark; lang: text)")
     p.add_argument("--key_file", default=None)
     p.add_argument("--asr_train_config", default=None)
     p.add_argument("--asr_model_file", default=None)
     p.add_argument("--exp_dir", default=None, help="instead of --asr_train_config/--asr_model_file")
-    g = p.add_argument_group("decoding")
-    g.add_argument("--num_beams", type=int, default=1)
-    g.add_argument("--max_new_tokens", type=int, default=200)
-    g.add_argument("--max_tokens_per_second", type=float, default=None,
-                   help="cap new tokens at ceil(duration * this) per utterance (runaway guard)")
-    g.add_argument("--repetition_penalty", type=float, default=1.0)
-    g.add_argument("--no_repeat_ngram_size", type=int, default=0)
-    g.add_argument("--length_penalty", type=float, default=1.0)
-    g.add_argument("--ctc_weight", type=float, default=0.0,
-                   help="joint CTC / LLM decoding: weight of the CTC prefix score of the projected vectors "
-                        "(needs a model trained with model_conf.ctc_weight > 0); 0: the LLM alone")
-    g.add_argument("--ctc_pre_beam", type=int, default=None,
-                   help="candidates per hypothesis and step that get the CTC score (the LLM's best); "
-                        "default: every token")
-    f = p.add_argument_group("speed (same hypotheses)")
-    f.add_argument("--sort_window", type=int, default=256,
-                   help="read this many utterances ahead and decode them longest first in batches of "
-                        "--batch_size (memory: the window's audio or features); 0 or 1: data-dir order")
-    f.add_argument("--cache_implementation", choices=["dynamic", "static"], default="dynamic",
-                   help="KV cache of the LLM: dynamic (grows each step) or static (allocated once)")
-    f.add_argument("--compile_decoding", choices=["auto", "true", "false"], default="auto",
-                   help="torch.compile the decoding step (static cache only); auto: on a GPU, not on CPU")
-    f.add_argument("--length_multiple", type=int, default=1,
-                   help="round the prompt and the generated length up to a multiple of this (fewer "
-                        "shapes for the static cache / compiled step)")
+    groups = DecodingOptions.add_arguments(p)
+    groups[SPEED_GROUP].add_argument(
+        "--sort_window", type=int, default=256,
+        help="read this many utterances ahead and decode them longest first in batches of "
+             "--batch_size (memory: the window's audio or features); 0 or 1: data-dir order")
     return p
-
-
-def _auto_bool(value, key: str) -> Optional[bool]:
-    """``auto``/None -> None, ``true``/``false`` (or YAML booleans) -> bool; anything else: an error naming ``key``."""
-    table = {"auto": None, "none": None, "null": None, "true": True, "false": False}
-    text = str(value).lower()
-    if text not in table:
-        raise SystemExit(f"{key}: expected auto, true or false, got {value!r}")
-    return table[text]
 
 
 def _parse_triplets(triplets: Sequence[str]) -> List[Tuple[str, str, str]]:
@@ -241,15 +227,9 @@ def inference(args: argparse.Namespace) -> None:
     """Decode, appending each utterance's result to ``1best_recog/.partial.jsonl``
     as it is done; a re-run after a crash decodes only the missing utterances."""
     device = "cuda" if args.ngpu > 0 else "cpu"
-    s2t = Speech2Text(
-        exp_dir=args.exp_dir, config=args.asr_train_config, model_file=args.asr_model_file,
-        device=device, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-        max_tokens_per_second=args.max_tokens_per_second, repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size, length_penalty=args.length_penalty,
-        cache_implementation=args.cache_implementation,
-        compile_decoding=_auto_bool(args.compile_decoding, "--compile_decoding"),
-        length_multiple=args.length_multiple, ctc_weight=args.ctc_weight, ctc_pre_beam=args.ctc_pre_beam,
-    )
+    options = DecodingOptions.from_namespace(args)
+    s2t = Speech2Text(exp_dir=args.exp_dir, config=args.asr_train_config, model_file=args.asr_model_file,
+                      device=device, decode_config=False, **options.to_dict())
     out_dir = Path(args.output_dir) / "1best_recog"
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".partial.jsonl"
@@ -301,24 +281,44 @@ def inference(args: argparse.Namespace) -> None:
 
 
 def parse_args(cmd=None) -> argparse.Namespace:
-    """Command line over the defaults of ``--config`` (a YAML of option: value)."""
-    parser = get_parser()
-    pre, _ = parser.parse_known_args(cmd)
+    """Command line over the defaults of ``--config`` (a YAML of option: value).
+
+    A decoding option of the YAML with a bad value, or a key that is no
+    option, stops the program (SystemExit) naming the file and the option.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--print_config", action="store_true")
+    pre, _ = pre.parse_known_args(cmd)
+    parser = get_parser(data_required=not pre.print_config)
     if pre.config:
         import yaml
 
         with open(pre.config, encoding="utf-8") as f:
             conf = yaml.safe_load(f) or {}
+        if not isinstance(conf, dict):
+            raise SystemExit(f"{pre.config}: expected 'option: value' lines")
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(conf) - known)
         if unknown:
             raise SystemExit(f"{pre.config}: unknown decoding option(s) {unknown}")
+        try:
+            DecodingOptions(**{k: v for k, v in conf.items() if k in DecodingOptions.names()})
+        except DecodingOptionError as e:
+            raise SystemExit(f"{pre.config}: --{e}") from None
         parser.set_defaults(**conf)
     return parser.parse_args(cmd)
 
 
 def main(cmd=None):
     args = parse_args(cmd)
+    if args.print_config:
+        try:
+            options = DecodingOptions.from_namespace(args)
+        except DecodingOptionError as e:
+            raise SystemExit(f"--{e}") from None
+        sys.stdout.write(options.to_yaml())
+        return
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     flush_denormals()
     with torch.no_grad():  # not torch.set_grad_enabled(False): main() may run inside another program

@@ -29,10 +29,14 @@ stage=1                 # first stage to run
 stop_stage=13           # last stage to run
 nj=2                    # parallel jobs for data and dumping stages
 inference_nj=2          # parallel decoding jobs
-ngpu=0                  # GPUs for training/decoding (0: CPU)
+ngpu=0                  # GPUs (0: CPU).  N >= 1: training on N cards (N > 1: one process a card, DDP);
+                        # each dumping (stage 9) and decoding (stage 12) job on a card of its own
+                        # (${cuda_cmd} --gpu 1: cards in turn from CUDA_VISIBLE_DEVICES)
 train_threads=""        # CPU threads of the single-job stages 5, 7, 11 (default: all cores;
                         # parallel jobs keep path.sh's OMP_NUM_THREADS, 1 each)
 redo=false              # re-run selected stages even when done
+continue_run=false      # stage 11: resume the exp dir's checkpoint even when that run had other inputs
+                        # (e.g. to train on with a larger --max_epoch); otherwise such a dir stops the stage
 dumpdir=dump            # dumped data
 expdir=exp              # experiments
 
@@ -74,7 +78,15 @@ help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')"
 
 [ -f path.sh ] && . ./path.sh
 [ -f cmd.sh ] && . ./cmd.sh
-: "${train_cmd:=utils/run_jobs.sh}" "${decode_cmd:=utils/run_jobs.sh}"
+: "${train_cmd:=utils/run_jobs.sh}" "${decode_cmd:=utils/run_jobs.sh}" "${cuda_cmd:=utils/run_jobs.sh}"
+[[ "${ngpu}" =~ ^[0-9]+$ ]] || die "--ngpu must be a number of GPUs, got '${ngpu}'"
+# dumping (9) and decoding (12) jobs get a card each, training (11) all N
+if [ "${ngpu}" -ge 1 ]; then
+    job_device=cuda; dump_job_cmd="${cuda_cmd} --gpu 1"; decode_job_cmd="${cuda_cmd} --gpu 1"
+    train_job_cmd="${cuda_cmd} --gpu ${ngpu}"
+else
+    job_device=cpu; dump_job_cmd="${train_cmd}"; decode_job_cmd="${decode_cmd}"; train_job_cmd="${train_cmd}"
+fi
 
 python=python3
 command -v python >/dev/null && python=python
@@ -288,12 +300,12 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
             sig="$(sig_of "${dumpdir}/raw/${s}/wav.scp" "${encoder_path}") ${encoder_conf}"
             [ "${dump_dtype}" = float32 ] || sig="${sig} ${dump_dtype}"  # float32: the signature as before
             if done_sig "${out}" 9 "${sig}"; then log "Stage 9: ${out} is up to date, skipped"; continue; fi
-            log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs, ${dump_dtype})"
+            log "Stage 9: dumping frozen encoder features of ${s} -> ${out} (${nj} jobs on ${job_device}, ${dump_dtype})"
             rm -rf "${out}"; mkdir -p "${out}/logs"
-            ${train_cmd} JOB=1:${nj} "${out}/logs/dump.JOB.log" \
+            ${dump_job_cmd} JOB=1:${nj} "${out}/logs/dump.JOB.log" \
                 ${python} -m espnet_llm_asr.bin.dump_encoder_feats --encoder "${encoder_path}" \
                 --encoder_conf "${encoder_conf}" --data_dir "${dumpdir}/raw/${s}" --out_dir "${out}" \
-                --dtype "${dump_dtype}" --nj "${nj}" --job_id JOB
+                --dtype "${dump_dtype}" --nj "${nj}" --job_id JOB --device "${job_device}"
             ${python} -m espnet_llm_asr.bin.dump_encoder_feats --data_dir "${dumpdir}/raw/${s}" \
                 --out_dir "${out}" --nj "${nj}" --merge_only
             mark_done "${out}" 9 "${sig}"
@@ -332,8 +344,35 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   if done_sig "${asr_exp}" 11 "${sig}"; then
     log "Stage 11: ${asr_exp} is trained with these inputs, skipped (--redo true retrains)"
   else
+    # a run resumes only itself: .started.stage11 holds the signature and inputs it was started with
+    started="${asr_exp}/.started.stage11"
+    inputs="config ${asr_config} ($(sha1sum < "${asr_config}" | cut -c1-12)), asr_args '${asr_args}', llm ${llm_path}, encoder ${encoder_path}, dump_feats ${dump_feats}, stats ${stats_dir}"
+    resume=true
+    if [ "${redo}" = true ]; then
+        resume=false
+        if ls "${asr_exp}"/*.pth >/dev/null 2>&1; then
+            log "Stage 11: --redo true: removing the checkpoints of the earlier run in ${asr_exp}"
+            rm -f "${asr_exp}"/*.pth "${asr_exp}/.done.stage11"; rm -rf "${asr_exp}/images"
+        fi
+    elif [ -f "${asr_exp}/checkpoint.pth" ]; then
+        if [ "${continue_run}" = true ]; then
+            log "Stage 11: --continue_run true: resuming ${asr_exp}'s checkpoint with these inputs: ${inputs}"
+        elif [ ! -f "${started}" ]; then
+            die "Stage 11: ${asr_exp} holds a run whose inputs were not recorded; resuming it could continue" \
+                "another configuration. Now: ${inputs}. Pass --redo true to retrain it, --asr_tag NAME to train beside it," \
+                "or --continue_run true to train it on with these inputs."
+        elif [ "$(head -n 1 "${started}")" != "${sig}" ]; then
+            die "Stage 11: ${asr_exp} holds a run of other inputs; resuming it would continue that run, not this one." \
+                "\n  that run: $(sed -n 2p "${started}")\n  this one: ${inputs}" \
+                "\n  Pass --redo true to retrain ${asr_exp}, --asr_tag NAME to train beside it, or" \
+                "--continue_run true to train that run on with these inputs."
+        else
+            log "Stage 11: resuming the interrupted run in ${asr_exp} (same inputs)"
+        fi
+    fi
     log "Stage 11: training ${asr_exp} (config ${asr_config}; log ${asr_exp}/train.log)"
     mkdir -p "${asr_exp}"
+    printf '%s\n%s\n' "${sig}" "${inputs}" > "${started}"
     train_args=()
     for s in train valid; do
         [ "${s}" = train ] && set_="${data_train_set}" || set_="${valid_set}"
@@ -347,12 +386,12 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
     # the encoder is named even when training on dumped features: it is loaded
     # only for waveform input, so the trained model can transcribe wav files
     frontend_args=(--frontend_conf "encoder=${encoder_path}" --frontend_conf "encoder_conf=${encoder_conf}")
-    resume=true
-    [ "${redo}" = true ] && resume=false
+    dist_args=()
+    [ "${ngpu}" -gt 1 ] && dist_args=(--multiprocessing_distributed true)
     # shellcheck disable=SC2086
-    single_job ${train_cmd} "${asr_exp}/train.log" \
+    single_job ${train_job_cmd} "${asr_exp}/train.log" \
         ${python} -m espnet_llm_asr.bin.llm_asr_train --config "${asr_config}" --output_dir "${asr_exp}" \
-        --ngpu "${ngpu}" --resume "${resume}" --llm "${llm_path}" --lang_list "${lang_list}" \
+        --ngpu "${ngpu}" "${dist_args[@]}" --resume "${resume}" --llm "${llm_path}" --lang_list "${lang_list}" \
         "${frontend_args[@]}" "${train_args[@]}" ${asr_args}
     mark_done "${asr_exp}" 11 "${sig}"
     log "Stage 11: done; checkpoints in ${asr_exp}"
@@ -362,15 +401,19 @@ fi
 # ------------------------------------------------------------------ stage 12
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
     [ -f "${asr_exp}/${inference_model}" ] || die "${asr_exp}/${inference_model} not found: train first (stage 11)"
-    # what stage 13's RESULTS.md names as this decode tag's decoding: the config and the extra arguments
+    # this decode tag's decoding: first line the config and the extra arguments (what stage 13's
+    # RESULTS.md names), then every decoding option in effect (what Speech2Text(exp_dir) decodes with)
     mkdir -p "${asr_exp}/${inference_tag}"
-    { echo "# ${inference_config} ${inference_args}"; cat "${inference_config}"; } > "${asr_exp}/${inference_tag}/decode_config.yaml.tmp"
+    # shellcheck disable=SC2086
+    { echo "# ${inference_config} ${inference_args}"
+      ${python} -m espnet_llm_asr.bin.llm_asr_inference --print_config --config "${inference_config}" ${inference_args}
+    } > "${asr_exp}/${inference_tag}/decode_config.yaml.tmp"
     mv "${asr_exp}/${inference_tag}/decode_config.yaml.tmp" "${asr_exp}/${inference_tag}/decode_config.yaml"
     for s in ${test_sets}; do
         dir="${asr_exp}/${inference_tag}/${s}"
         sig="$(sig_of "${asr_exp}/${inference_model}" "${inference_config}" "${dumpdir}/raw/${s}/wav.scp") ${inference_args}"
         if done_sig "${dir}" 12 "${sig}"; then log "Stage 12: ${dir} is up to date, skipped"; continue; fi
-        log "Stage 12: decoding ${s} -> ${dir} (${inference_nj} jobs)"
+        log "Stage 12: decoding ${s} -> ${dir} (${inference_nj} jobs on ${job_device})"
         mkdir -p "${dir}/logs"
         key_file="${dumpdir}/raw/${s}/wav.scp"
         _nj=$(min "${inference_nj}" "$(wc -l < "${key_file}")")
@@ -379,8 +422,8 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
         lang_arg=()
         [ -f "${dumpdir}/raw/${s}/utt2lang" ] && lang_arg=(--data_path_and_name_and_type "${dumpdir}/raw/${s}/utt2lang,lang,text")
         # shellcheck disable=SC2086
-        ${decode_cmd} JOB=1:${_nj} "${dir}/logs/decode.JOB.log" \
-            ${python} -m espnet_llm_asr.bin.llm_asr_inference --ngpu "${ngpu}" --batch_size "${batch_size}" \
+        ${decode_job_cmd} JOB=1:${_nj} "${dir}/logs/decode.JOB.log" \
+            ${python} -m espnet_llm_asr.bin.llm_asr_inference --ngpu "$(min "${ngpu}" 1)" --batch_size "${batch_size}" \
             --config "${inference_config}" \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_model}" \
             --data_path_and_name_and_type "${speech}" "${lang_arg[@]}" \

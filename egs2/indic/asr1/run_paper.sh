@@ -14,15 +14,16 @@
 # other corpus: local/data.sh --corpus ... (see its --help), then --stage 2.
 # Decoding: conf/decode_paper.yaml (the SMEAR paper's beam 4, repetition
 # penalty 1.3, length penalty 0.8, 200 new tokens).  The encoder runs on full
-# 30 s windows as real Whisper does (pad_to_30s), outputs trimmed to the
-# utterance.  E.g. on 8 GPUs:
-#   ./run_paper.sh smear_moe --ngpu 8 --nj 16 --inference_nj 8
+# 30 s windows as real Whisper does (pad_to_30s; in bf16 where the card has
+# it, dtype: auto), outputs trimmed to the utterance, dumped in float16.
+# E.g. on 8 GPUs (a dumping or decoding job on each card, DDP training):
+#   ./run_paper.sh smear_moe --ngpu 8 --nj 8 --inference_nj 8
 #   ./run_paper.sh smear_moe --encoder /models/whisper-large-v3 --llm /models/gemma-2-9b
 set -euo pipefail
+[ $# -ge 1 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 1; }
 cd "$(dirname "$0")"
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run_paper.sh) $*"; }
-[ $# -ge 1 ] || { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 1; }
 paper=$1; shift
 langs=hi,mr,ta,te
 init_param=()
@@ -63,7 +64,8 @@ fi
     --test_sets "${test_sets}" \
     --lang_list data/lang_list \
     --encoder openai/whisper-large-v3 \
-    --encoder_conf "{pad_to_30s: true}" \
+    --encoder_conf "{pad_to_30s: true, dtype: auto}" \
+    --dump_dtype float16 \
     --llm "${llm}" \
     --asr_config "${asr_config}" \
     --inference_config conf/decode_paper.yaml \
