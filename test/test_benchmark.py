@@ -104,6 +104,7 @@ def test_naive_smear_loop_equals_merged():
     torch.testing.assert_close(a.embeds, b.embeds, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_all_parts(tmp_path, one_thread):
     from espnet_llm_asr.bin.benchmark import main
 

@@ -3,6 +3,8 @@ import re
 import shutil
 import sys
 
+import pytest
+
 from tiny_setup import UTTS, ROOT, data_args, make_data_dir, make_tiny_models, train_config
 
 
@@ -27,6 +29,7 @@ def _torchrun(args, cwd, timeout=300):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     data = make_data_dir(tmp_path)
     models = make_tiny_models(tmp_path, [t for _, _, t, _, _ in UTTS])

@@ -90,12 +90,67 @@ def test_clear_errors(models, tmp_path):
 
 
 def test_runaway_cap_forces_eos(models):
+    """An LLM that never emits EOS on its own (its EOS logit pushed far down) stops at each
+    utterance's cap, min(max_new_tokens, max(min_new_tokens_cap, ceil(seconds * max_tokens_per_second))),
+    exactly, greedy and beam search."""
     model = _model(models).eval()
-    feats = torch.randn(2, 50, 8)
-    lengths = torch.tensor([50, 10])  # 1.0 s and 0.2 s at 50 frames/s
-    hyps, _, _ = model.generate(feats, lengths, torch.tensor([[0], [1]]), max_new_tokens=40,
-                                max_tokens_per_second=10, min_new_tokens_cap=1)
-    assert len(hyps[0]) <= 10 and len(hyps[1]) <= 2
+    eos = model.llm.eos_token_id
+
+    def never_eos(module, args, logits):
+        logits = logits.clone()
+        logits[..., eos] = -1e4
+        return logits
+
+    handle = model.llm.model.get_output_embeddings().register_forward_hook(never_eos)
+    try:
+        torch.manual_seed(0)
+        feats = torch.randn(2, 50, 8)
+        lengths = torch.tensor([50, 10])  # 1.0 s and 0.2 s at 50 frames/s
+        lang = torch.tensor([[0], [1]])
+        for num_beams in (1, 2):
+            def lens(**conf):
+                hyps, _, _ = model.generate(feats, lengths, lang, num_beams=num_beams, **conf)
+                assert eos not in hyps[0] + hyps[1]
+                return [len(h) for h in hyps]
+
+            assert lens(max_new_tokens=15) == [15, 15]  # no per-second cap: max_new_tokens for both
+            assert lens(max_new_tokens=15, max_tokens_per_second=10, min_new_tokens_cap=1) == [10, 2]
+            assert lens(max_new_tokens=15, max_tokens_per_second=10, min_new_tokens_cap=4) == [10, 4]
+            assert lens(max_new_tokens=7, max_tokens_per_second=10, min_new_tokens_cap=1) == [7, 2]
+            assert lens(max_new_tokens=15, max_tokens_per_second=2.5, min_new_tokens_cap=1) == [3, 1]  # ceil
+    finally:
+        handle.remove()
+
+
+def test_aux_loss_weight_scales_the_projectors_aux_loss(models):
+    """model_conf.aux_loss_weight w: on a SMEAR-MoE projector whose router is unbalanced, the
+    loss is the CE plus w times the projector's own (load-balance) aux_loss, exactly; w = 0
+    leaves the CE alone."""
+    feats = torch.randn(3, 30, 8, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([30, 25, 15])
+    text = torch.tensor([[5, 6, 7], [8, 9, -1], [10, -1, -1]])
+    text_lengths = torch.tensor([3, 2, 1])
+    lang = torch.tensor([[0], [1], [0]])
+    out = {}
+    for weight in (0.0, 1.0, 4.0):
+        torch.manual_seed(0)  # the same projector each time
+        model = _model(models, model_conf={"aux_loss_weight": weight}).train()
+        assert model.aux_loss_weight == weight
+        with torch.no_grad():
+            model.frontend.projector.gate.router.bias += torch.tensor([3.0, -3.0])  # expert 0 takes ~all
+        loss, stats, _ = model(feats, lengths, text, text_lengths, lang)
+        proj = model.frontend.project(feats, lengths, model._lang_ids(lang))
+        scalar = lambda t: t.detach().reshape(())  # noqa: E731
+        out[weight] = (scalar(loss), {k: scalar(v) for k, v in stats.items()}, scalar(proj.aux_loss))
+    loss0, stats0, aux = out[0.0]
+    assert float(aux) > 0.04  # 0.2 * MSE((~1, ~0), 1/2)
+    torch.testing.assert_close(loss0, stats0["loss_ce"])
+    for weight in (1.0, 4.0):
+        loss, stats, aux_w = out[weight]
+        torch.testing.assert_close(aux_w, aux)
+        torch.testing.assert_close(stats["loss_ce"], stats0["loss_ce"])
+        torch.testing.assert_close(stats["aux_loss"], weight * aux)
+        torch.testing.assert_close(loss - loss0, weight * aux, rtol=1e-5, atol=1e-6)
 
 
 def test_tokenizer_that_does_not_match_the_llm(models, tmp_path):

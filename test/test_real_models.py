@@ -10,8 +10,9 @@
 
 The model dirs come from ``tools/install_models.sh``; without them these
 tests FAIL saying so, unless ``ESPNET_LLM_ASR_NO_REAL_MODELS=1`` (then they
-skip).  Each model is loaded once per module.  The reader tests at the end
-use synthetic ``model.bin`` bytes and need no model.
+skip); the ones that load a checkpoint are marked ``real_models`` (``pytest -m
+"not real_models"`` leaves them out).  Each model is loaded once per module.
+The reader tests at the end use synthetic ``model.bin`` bytes and need no model.
 """
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def _compare(ours: np.ndarray, ref: np.ndarray):
     return float(diff), float(cos.min()), float(cos.mean())
 
 
+@pytest.mark.real_models
 @pytest.mark.parametrize("compute_type", ["float32", "int8"])
 def test_whisper_encoder_matches_ctranslate2(request, compute_type):
     """Converted HF encoder (fp32) vs ctranslate2's own ``Whisper.encode``, same log-mel (2, 80, 3000).
@@ -161,6 +163,7 @@ def test_whisper_encoder_matches_ctranslate2(request, compute_type):
         assert cos_mean > 0.98
 
 
+@pytest.mark.real_models
 def test_whisper_weights_are_the_fp16_values(request):
     """Every converted encoder weight is a float16 value held exactly in float32 (nothing re-rounded)."""
     require(WHISPER_DIR)
@@ -170,6 +173,8 @@ def test_whisper_weights_are_the_fp16_values(request):
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
 
 
+@pytest.mark.slow
+@pytest.mark.real_models
 def test_whisper_transcribes_speech(request):
     """The converted decoder (greedy, English, no timestamps) reads the espeak-ng English utterance."""
     require(WHISPER_DIR)
@@ -198,6 +203,8 @@ def _perplexity(model, tokenizer, sentences) -> float:
     return math.exp(nll.item())
 
 
+@pytest.mark.slow
+@pytest.mark.real_models
 def test_gemma_perplexity_far_below_random_weights(request):
     """Real Hindi / English: converted Gemma-3-270M < 0.2 x the same architecture with random weights.
 
@@ -219,6 +226,7 @@ def test_gemma_perplexity_far_below_random_weights(request):
     assert real["en"] < 60 and real["hi"] < 500
 
 
+@pytest.mark.real_models
 @pytest.mark.parametrize("prompt, expected", [
     ("The Eiffel Tower is located in the city of", "Paris"),
     ("Monday, Tuesday, Wednesday,", "Thursday"),
@@ -238,6 +246,7 @@ def test_gemma_greedy_continuation(request, prompt, expected):
     assert expected in text
 
 
+@pytest.mark.real_models
 def test_gemma_chat_template(request):
     """The converted tokenizer renders Gemma's turn markup, with the markers as single special tokens."""
     require(GEMMA_DIR)
@@ -358,6 +367,7 @@ def test_missing_package_says_how_to_install():
         _import_package("no_such_model_package")
 
 
+@pytest.mark.real_models
 def test_ctc_script_vocabulary_of_gemma_spells_unseen_words(tmp_path):
     """model_conf.ctc_vocab: train_scripts over Gemma 3's tokenizer: the pieces of Devanagari, Tamil
     and Telugu (and none of another script), enough to spell words the training text never holds,
@@ -384,6 +394,7 @@ def test_ctc_script_vocabulary_of_gemma_spells_unseen_words(tmp_path):
     assert not set(unseen) <= set(train_ids)
 
 
+@pytest.mark.real_models
 def test_ctc_char_vocabulary_of_gemma_spells_every_letter(tmp_path):
     """ctc_unit: char with ctc_vocab: train_scripts over Gemma 3's tokenizer: a single-character
     piece for every letter and mark of the three scripts (so any word can be spelled), the word

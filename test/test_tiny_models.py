@@ -84,6 +84,7 @@ def test_pretrain_causal_lm_loss_falls(tmp_path, tokenizer_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llm", "trained"]  # no temporary dirs left
 
 
+@pytest.mark.slow
 def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
     """copy_fraction trains on ASR-shaped sequences: BOS + text + prompt after the speech + text + EOS."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,6 +121,7 @@ def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
     assert np.isfinite(result["last_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", ["token", "char"])
 def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_dir, unit):
     """After pretraining on aligned copies, the LM predicts the transcript after an

@@ -2,10 +2,12 @@
 """The LLM's ceiling on a data set: its transcripts' own token embeddings put in the speech slot.
 
 A projector can at best hand the frozen LLM what the transcript's embeddings
-would: this decodes, with the recipe's prompt, ``[P | c * E[y] | S]`` (``E``:
-the LLM's unscaled embedding table, ``c``: its speech embedding scale, so the
-slot holds exactly the embeddings of the transcript's tokens) and scores the
-LLM's greedy output against the transcript (jiwer WER).  No training.
+would: this decodes, with the recipe's prompt, ``[P | emb(y) | S]`` (``emb``:
+the LLM's own input embedding of token ids, Gemma's sqrt(hidden) scale
+included; the slot gets ``emb(y) / c``, ``c`` the speech embedding scale that
+the layout multiplies the slot by, so it holds exactly the embeddings of the
+transcript's tokens) and scores the LLM's greedy output against the transcript
+(jiwer WER).  No training.
 
     python local/llm_oracle_read.py --llm ../../../tools/models/gemma-3-270m --data data/dev
 """
@@ -42,16 +44,16 @@ def main() -> None:
     if (data / "utt2lang").is_file():
         langs = dict(line.split() for line in (data / "utt2lang").open(encoding="utf-8"))
     utts = sorted(texts)[: args.limit or None]
-    table = llm.model.get_input_embeddings().weight
     refs, hyps = [], []
     start = time.time()
     for b in range(0, len(utts), args.batch_size):
         batch = utts[b: b + args.batch_size]
         ids = [llm.tokenize(texts[u]) for u in batch]
         width = max(map(len, ids))
-        slot = torch.zeros(len(batch), width, table.size(1))
+        slot = torch.zeros(len(batch), width, llm.hidden_size)
         for i, row in enumerate(ids):
-            slot[i, : len(row)] = table[row].float() / llm.speech_embed_scale
+            with torch.no_grad():
+                slot[i, : len(row)] = llm.embed(torch.tensor(row)).float() / llm.speech_embed_scale
         pieces = utterance_pieces(llm, slot, torch.tensor(list(map(len, ids))), [langs.get(u) for u in batch])
         inputs, mask = generation_prefix(pieces)
         with torch.no_grad():
