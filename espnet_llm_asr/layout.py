@@ -62,7 +62,8 @@ def rescale_speech(llm, vectors: torch.Tensor) -> torch.Tensor:
 
 
 def utterance_pieces(llm, speech: torch.Tensor, speech_lengths: torch.Tensor, langs: Sequence[Optional[str]],
-                     texts: Optional[List[List[int]]] = None) -> List[Prompted]:
+                     texts: Optional[List[List[int]]] = None,
+                     drafts: Optional[List[List[int]]] = None) -> List[Prompted]:
     """Embed each utterance's prompt (and transcript) around its speech vectors.
 
     Args:
@@ -71,18 +72,22 @@ def utterance_pieces(llm, speech: torch.Tensor, speech_lengths: torch.Tensor, la
         speech_lengths: (B,) valid vectors per row.
         langs: language code (or None) per row, for the prompt.
         texts: transcript token ids per row (training), or None (generation).
+        drafts: token ids per row read as text right after the speech (the
+            CTC's draft, ``model_conf.ctc_draft``), or None.
     Returns:
-        per row, ``head`` (len(P) + T'_i, D) and ``tail`` (len(S) [+ N_i + 1], D) in the LLM's dtype;
+        per row, ``head`` (len(P) + T'_i [+ len(draft_i)], D) and ``tail`` (len(S) [+ N_i + 1], D)
+        in the LLM's dtype;
         the speech through :func:`rescale_speech` (in its own dtype, then cast).
     """
     pieces = []
     for i, lang in enumerate(langs):
         prefix, suffix = llm.prompt_ids(lang)
+        draft = list(drafts[i]) if drafts is not None else []
         tail = suffix + (texts[i] + [llm.eos_token_id] if texts is not None else [])
-        emb = llm.embed(torch.tensor(prefix + tail, dtype=torch.long, device=speech.device))
+        emb = llm.embed(torch.tensor(prefix + draft + tail, dtype=torch.long, device=speech.device))
         vectors = rescale_speech(llm, speech[i, : int(speech_lengths[i])])
-        head = torch.cat([emb[: len(prefix)], vectors.to(emb.dtype)], dim=0)
-        pieces.append(Prompted(head, emb[len(prefix):]))
+        head = torch.cat([emb[: len(prefix)], vectors.to(emb.dtype), emb[len(prefix): len(prefix) + len(draft)]], dim=0)
+        pieces.append(Prompted(head, emb[len(prefix) + len(draft):]))
     return pieces
 
 

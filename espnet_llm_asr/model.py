@@ -33,6 +33,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_llm_asr.ctc_compress import ctc_compress
+from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
 from espnet_llm_asr.ctc_vocab import CTCVocabulary, word_boundary_id
 from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
                                      check_ctc_weight, generation_cache_kwargs, round_up)
@@ -91,6 +92,11 @@ class LLMASRModel(AbsESPnetModel):
             units, weighted by the run's averaged CTC posteriors (blank left
             out), so that a confident run is exactly the embedding of the
             character or token it heard.  None (default): every projected vector.
+        ctc_draft: the LLM also reads the CTC's greedy transcript as text,
+            in its own tokens, right after the speech
+            (:mod:`espnet_llm_asr.ctc_draft`; needs ``ctc_weight > 0``): a
+            pretrained LLM reads its own tokens at once, so it learns to
+            correct the CTC rather than to read spelled speech.  False (default).
         specaug: optional augmentation of the encoder features (B, T, D) in
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
@@ -127,6 +133,7 @@ class LLMASRModel(AbsESPnetModel):
         ctc_blank_bias: Optional[float] = None,
         ctc_vocab: Optional[Sequence[int]] = None,
         ctc_compress: Optional[str] = None,
+        ctc_draft: bool = False,
         specaug: Optional[torch.nn.Module] = None,
         lora_hold_steps: int = 0,
         llm_hold_steps: int = 0,
@@ -161,6 +168,9 @@ class LLMASRModel(AbsESPnetModel):
             raise ValueError("model_conf.ctc_compress needs model_conf.ctc_weight > 0: the CTC's labels "
                              "say which projected vectors the LLM reads")
         self.ctc_compress = ctc_compress
+        if ctc_draft and ctc_weight == 0:
+            raise ValueError("model_conf.ctc_draft needs model_conf.ctc_weight > 0: the draft is the CTC's transcript")
+        self.ctc_draft = bool(ctc_draft)
         self.ctc_vocab = (None if ctc_vocab is None else
                           CTCVocabulary(ctc_vocab, llm.pad_token_id,
                                         llm.model.get_output_embeddings().weight.size(0)))
@@ -241,10 +251,22 @@ class LLMASRModel(AbsESPnetModel):
         return None if lang is None else lang.view(-1).long()
 
     def _pieces(self, proj: ProjectorOutput, lang_ids: Optional[torch.Tensor],
-                texts: Optional[List[List[int]]] = None) -> List[Prompted]:
-        """Per-utterance prompt / speech (/ transcript) embeddings, :func:`~espnet_llm_asr.layout.utterance_pieces`."""
+                texts: Optional[List[List[int]]] = None,
+                drafts: Optional[List[List[int]]] = None) -> List[Prompted]:
+        """Per-utterance prompt / speech (/ draft) (/ transcript) embeddings,
+        :func:`~espnet_llm_asr.layout.utterance_pieces`."""
         langs = self._lang_codes(lang_ids, proj.embeds.size(0))
-        return utterance_pieces(self.llm, proj.embeds, proj.lengths, langs, texts)
+        return utterance_pieces(self.llm, proj.embeds, proj.lengths, langs, texts, drafts)
+
+    def _drafts(self, ctc_log_probs: Optional[torch.Tensor], lengths: torch.Tensor) -> Optional[List[List[int]]]:
+        """With ``ctc_draft``: per utterance, the LLM's tokens of the CTC's greedy transcript
+        (:mod:`espnet_llm_asr.ctc_draft`), from ``ctc_log_probs`` (B, T', K) over ``lengths`` (B,)."""
+        if not self.ctc_draft:
+            return None
+        units = ctc_greedy_units(ctc_log_probs.argmax(-1), lengths, self._ctc_blank_index())
+        unit_ids = (self.ctc_vocab.ids.tolist() if self.ctc_vocab is not None
+                    else range(ctc_log_probs.size(-1)))
+        return draft_token_ids(units, unit_ids, self.llm.tokenizer, max_tokens=int(ctc_log_probs.size(1)))
 
     # -------------------------------------------------------------- training
     def forward(
@@ -283,7 +305,8 @@ class LLMASRModel(AbsESPnetModel):
             loss_ce, acc = nan, nan
         else:
             llm_proj = self._llm_input(proj, ctc_log_probs)
-            loss_ce, acc = self._llm_loss(llm_proj, lang_ids, texts, lora_held)
+            loss_ce, acc = self._llm_loss(llm_proj, lang_ids, texts, lora_held,
+                                          self._drafts(ctc_log_probs, proj.lengths))
             if self.ctc_compress:
                 extra["compress_ratio"] = (llm_proj.lengths.sum() / proj.lengths.sum()).float()
         aux = proj.aux_loss * self.aux_loss_weight
@@ -306,9 +329,10 @@ class LLMASRModel(AbsESPnetModel):
         return loss, stats, weight
 
     def _llm_loss(self, proj: ProjectorOutput, lang_ids: Optional[torch.Tensor], texts: List[List[int]],
-                  lora_held: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy and token accuracy of the LLM over the transcripts (+ EOS) after the speech."""
-        pieces = self._pieces(proj, lang_ids, texts)
+                  lora_held: bool, drafts: Optional[List[List[int]]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and token accuracy of the LLM over the transcripts (+ EOS) after the speech
+        (and the CTC's ``drafts``)."""
+        pieces = self._pieces(proj, lang_ids, texts, drafts)
         batch_in = training_batch(pieces, texts, self.llm.eos_token_id, self.llm.max_aligned_length)
         with self.llm.lora_disabled() if lora_held else contextlib.nullcontext():
             logits = self.llm(batch_in.inputs, batch_in.attention_mask, batch_in.position_ids,
@@ -495,9 +519,11 @@ class LLMASRModel(AbsESPnetModel):
         proj = self.frontend.project(speech, speech_lengths, lang_ids)
         # (B, T', K) over the CTC's own units (the ctc_vocab's, or the LLM's V tokens)
         ctc_log_probs = (self.ctc_log_probs(proj.embeds, over_vocab=False)
-                         if self.ctc_compress or opts.ctc_weight > 0 else None)
+                         if self.ctc_compress or self.ctc_draft or opts.ctc_weight > 0 else None)
         llm_proj = self._llm_input(proj, ctc_log_probs)
-        inputs, attention_mask = generation_prefix(self._pieces(llm_proj, lang_ids), opts.length_multiple)
+        drafts = self._drafts(ctc_log_probs, proj.lengths)
+        inputs, attention_mask = generation_prefix(self._pieces(llm_proj, lang_ids, drafts=drafts),
+                                                   opts.length_multiple)
         max_len = inputs.size(1)
 
         caps = [opts.max_new_tokens] * batch
@@ -526,7 +552,9 @@ class LLMASRModel(AbsESPnetModel):
         out = self.llm.model.generate(
             inputs_embeds=inputs.to(self.llm.dtype),
             attention_mask=attention_mask,
-            max_new_tokens=round_up(max_len + max(caps), opts.length_multiple) - max_len,
+            # room for the EOS forced after a capped hypothesis, whatever length_multiple adds, so that
+            # a capped beam is always scored over its tokens + EOS (the same in any batch and rounding)
+            max_new_tokens=round_up(max_len + max(caps) + 1, opts.length_multiple) - max_len,
             num_beams=num_beams,
             do_sample=False,
             no_repeat_ngram_size=opts.no_repeat_ngram_size,

@@ -296,7 +296,8 @@ def test_joint_decoding_at_a_262144_word_head_costs_about_greedy(llm_dirs, monke
           f"({made[-1].scored} candidates scored)")
     assert all(np.isfinite(scores)) and all(len(h) <= 8 for h in joint)
     choices = max(len(c) for c in made[-1].ctc_choices)  # at most one a frame and 100 a frame >= 1 %
-    assert made[-1].scored <= 2 * 8 * (auto_pre_beam(1) + 1 + choices) and choices <= 12 * 101
+    # 2 rows x (8 tokens + the EOS forced at the cap) steps
+    assert made[-1].scored <= 2 * (8 + 1) * (auto_pre_beam(1) + 1 + choices) and choices <= 12 * 101
 
     spoken = [200000, 131072, 262143]
     _hear(model, monkeypatch, spoken)

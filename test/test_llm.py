@@ -301,23 +301,30 @@ def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
         _model(models, model_conf={"ctc_unit": "word"})
 
 
-def test_ctc_compress_feeds_the_llm_one_vector_per_ctc_label(models):
-    """ctc_compress: the LLM reads the runs of the CTC's greedy labels, blank runs dropped."""
-    from espnet_llm_asr.ctc_compress import ctc_compress
+def _char_ctc_pair(models, option: dict):
+    """A model with a character CTC (over the pieces of "राम" and the word boundary) and ``option``,
+    the same model without it (same weights), a batch of two utterances, and the CTC's conf."""
     from espnet_llm_asr.ctc_vocab import char_piece_ids, word_boundary_id
 
     torch.manual_seed(0)
     tok = _model(models).llm.tokenizer
     vocab = sorted(set(char_piece_ids(tok, "राम")) | {word_boundary_id(tok)})
     conf = {"ctc_weight": 1.0, "ctc_unit": "char", "ctc_vocab": vocab, "ctc_blank_bias": 0.0}
-    model = _model(models, model_conf={**conf, "ctc_compress": "vectors"}).eval()
+    model = _model(models, model_conf={**conf, **option}).eval()
     plain = _model(models, model_conf=conf).eval()
     plain.load_state_dict(model.state_dict())
     feats, feats_lengths = torch.randn(2, 60, 8), torch.tensor([60, 35])
     text = torch.tensor(tok(["राम राम", "राम"], add_special_tokens=False, padding=True)["input_ids"])
     text[1, len(tok("राम", add_special_tokens=False)["input_ids"]):] = -1
-    text_lengths = (text >= 0).sum(1)
-    lang = torch.tensor([[0], [1]])
+    return model, plain, (feats, feats_lengths, text, (text >= 0).sum(1), torch.tensor([[0], [1]])), conf
+
+
+def test_ctc_compress_feeds_the_llm_one_vector_per_ctc_label(models):
+    """ctc_compress: the LLM reads the runs of the CTC's greedy labels, blank runs dropped."""
+    from espnet_llm_asr.ctc_compress import ctc_compress
+
+    model, plain, (feats, feats_lengths, text, text_lengths, lang), conf = _char_ctc_pair(
+        models, {"ctc_compress": "vectors"})
     proj = model.frontend.project(feats, feats_lengths, lang.view(-1))
     log_probs = model.ctc_log_probs(proj.embeds, over_vocab=False)
     labels = log_probs.argmax(-1)
@@ -658,3 +665,55 @@ def test_bf16_and_float32_training_steps_agree(models):
     torch.testing.assert_close(l16, l32, rtol=2e-2, atol=2e-2)
     assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
     assert not torch.equal(g16, g32)  # the bf16 step did run in bf16
+
+
+def test_ctc_draft_puts_the_ctc_transcript_after_the_speech(models):
+    """ctc_draft: the LLM reads, after the speech, its own tokens of the CTC's greedy transcript:
+    the loss equals the one computed by hand with those tokens embedded there, and decoding reads them too."""
+    from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
+    from espnet_llm_asr.ctc_vocab import word_boundary_id
+
+    model, plain, (feats, feats_lengths, text, text_lengths, lang), _ = _char_ctc_pair(models, {"ctc_draft": True})
+    tok = model.llm.tokenizer
+    proj = model.frontend.project(feats, feats_lengths, lang.view(-1))
+    # a CTC that hears "राम राम ...": its path cycles blank, र, ा, म, ▁ (the projected vectors' CTC
+    # head is random; only the path matters here, so both models get this one)
+    ids = model.ctc_vocab.ids.tolist()
+    cycle = [model.ctc_vocab.blank_index] + [ids.index(tok.convert_tokens_to_ids(c)) for c in "राम"]
+    cycle.append(ids.index(word_boundary_id(tok)))
+    path = torch.tensor([cycle[t % len(cycle)] for t in range(proj.embeds.size(1))])
+    fixed = torch.nn.functional.one_hot(path, len(ids)).float().mul(20).log_softmax(-1)
+
+    def ctc_log_probs(embeds, over_vocab=True):
+        return fixed.expand(embeds.size(0), -1, -1) + 0 * embeds.sum()  # keeps the graph to the projector
+
+    model.ctc_log_probs = plain.ctc_log_probs = ctc_log_probs
+    log_probs = model.ctc_log_probs(proj.embeds, over_vocab=False)
+    units = ctc_greedy_units(log_probs.argmax(-1), proj.lengths, model.ctc_vocab.blank_index)
+    drafts = draft_token_ids(units, ids, tok, max_tokens=100)
+    assert tok.decode(drafts[0]).split()[:2] == ["राम", "राम"] and len(drafts[1]) < len(drafts[0])
+
+    loss, stats, _ = model(feats, feats_lengths, text, text_lengths, lang)
+    loss_plain, stats_plain, _ = plain(feats, feats_lengths, text, text_lengths, lang)
+    torch.testing.assert_close(stats["loss_ctc"], stats_plain["loss_ctc"])
+    assert not torch.allclose(stats["loss_ce"], stats_plain["loss_ce"])  # the LLM reads more
+    texts = [text[i, : int(text_lengths[i])].tolist() for i in range(2)]
+    by_hand = model._llm_loss(proj, lang.view(-1), texts, False, drafts)[0]
+    torch.testing.assert_close(stats["loss_ce"].view(()), by_hand)
+    # the draft's tokens sit between the speech and the prompt's suffix, embedded as text
+    pieces = model._pieces(proj, lang.view(-1), None, drafts)
+    prefix, _ = model.llm.prompt_ids(None)
+    n0 = len(prefix) + int(proj.lengths[0])
+    torch.testing.assert_close(pieces[0].head[n0:], model.llm.embed(torch.tensor(drafts[0])))
+
+    def prompt_length(m) -> int:  # the first forward's input length: the prompt the LLM reads
+        seen = []
+        hook = m.llm.model.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append(kwargs.get("inputs_embeds")), with_kwargs=True)
+        m.generate(feats, feats_lengths, lang, max_new_tokens=2)
+        hook.remove()
+        return next(x for x in seen if x is not None).shape[1]
+
+    assert prompt_length(model) == prompt_length(plain) + max(len(d) for d in drafts)
+    with pytest.raises(ValueError, match="ctc_draft needs"):
+        _model(models, model_conf={"ctc_draft": True})
