@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs2" / "indic" / "asr1"
-DOCS = [ROOT / "README.md", RECIPE / "README.md"] + sorted(RECIPE.glob("RESULTS*.md"))
+TEMPLATE = ROOT / "egs2" / "TEMPLATE" / "llm_asr1"
+DOCS = [ROOT / "README.md", RECIPE / "README.md", TEMPLATE / "README.md"] + sorted(RECIPE.glob("RESULTS*.md"))
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")
@@ -65,3 +66,22 @@ def test_link_check_finds_broken_links(tmp_path):
                   "[gone](gone.md) ![gone](images/gone.png) [anchor](there.md#nope)\n", encoding="utf-8")
     bad = broken_links(md, root=tmp_path)
     assert [b.split(":")[0] for b in bad] == ["gone.md", "images/gone.png", "there.md#nope"], bad
+
+
+def test_stage_script_help_and_reference_list_every_option():
+    """./llm_asr.sh --help prints every option of its options block with its default, and the
+    stage reference (egs2/TEMPLATE/llm_asr1/README.md) names each of them."""
+    import subprocess
+
+    script = (TEMPLATE / "llm_asr.sh").read_text(encoding="utf-8")
+    block = script.split("# ------------------------------------------------------------------ options", 1)[1]
+    block = block.split("help_message=", 1)[0]
+    options = re.findall(r"^([a-z_]+)=(\S*)", block, re.M)
+    assert len(options) > 30 and ("continue_run", "false") in options
+    proc = subprocess.run(["./llm_asr.sh", "--help"], cwd=RECIPE, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Stages (asr.sh numbering" in proc.stdout
+    reference = (TEMPLATE / "README.md").read_text(encoding="utf-8")
+    for name, default in options:
+        assert f"  --{name}={default}" in proc.stdout, name
+        assert f"--{name}`" in reference, name

@@ -72,7 +72,10 @@ inference_args=""
 batch_size=8            # decoding batch size
 pack_embed_max_mb=64    # stage 14: frozen model dirs up to this size go into the pack
 
-help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')"
+# --help: the stages above, then every option of this block with its default and comment
+help_message="$(sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')
+Options (--name value; the default after =):
+$(sed -n '/^# -* options$/,/^help_message=/p' "$0" | sed '1d;$d' | sed '/^# --help/d' | sed 's/^\([a-z_]*\)=/  --\1=/; s/^                        #/                            #/')"
 . utils/parse_options.sh
 [ $# -eq 0 ] || die "unexpected arguments: $*"
 
