@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs2" / "indic" / "asr1"
 TEMPLATE = ROOT / "egs2" / "TEMPLATE" / "llm_asr1"
-DOCS = [ROOT / "README.md", RECIPE / "README.md", TEMPLATE / "README.md"] + sorted(RECIPE.glob("RESULTS*.md"))
+DOCS = [ROOT / "README.md", RECIPE / "README.md", TEMPLATE / "README.md",
+        ROOT / "espnet_llm_asr" / "benchmark" / "README.md"] + sorted(RECIPE.glob("RESULTS*.md"))
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")

@@ -13,7 +13,7 @@ Modules, in import order (each imports only modules listed before it;
 :data:`MODULE_ORDER`, checked by ``test/test_benchmark.py``):
 
 * :mod:`.common`: settings, timing, peak-memory and machine/load helpers.
-* :mod:`.report`: markdown tables and the README's Performance section.
+* :mod:`.report`: markdown tables and those of espnet_llm_asr/benchmark/README.md.
 * :mod:`.projectors`: part 1, every projector's time, memory and FLOPs.
 * :mod:`.assets`: the models and utterances of the ASR parts.
 * :mod:`.system`: the system-level estimate of smear_moe over mono (CPU, GPU).

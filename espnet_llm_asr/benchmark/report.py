@@ -1,4 +1,4 @@
-"""Markdown report of benchmark results: the stdout tables and the README's Performance section.
+"""Markdown report of benchmark results: the stdout tables and the tables of espnet_llm_asr/benchmark/README.md.
 
 :func:`render_markdown` turns the results dict of
 :func:`~espnet_llm_asr.benchmark.run.run_benchmark` into markdown tables;

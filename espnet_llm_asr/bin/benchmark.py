@@ -1,11 +1,11 @@
 """Performance benchmark of the projectors and the LLM-ASR pipeline.
 
-    python -m espnet_llm_asr.bin.benchmark --out_json bench.json --readme README.md
+    python -m espnet_llm_asr.bin.benchmark --out_json bench.json --readme espnet_llm_asr/benchmark/README.md
     python -m espnet_llm_asr.bin.benchmark --parts projectors,system
     python -m espnet_llm_asr.bin.benchmark --quick          # toy sizes, seconds
 
 Prints the markdown tables, writes the results (JSON) to ``--out_json`` and,
-with ``--readme``, regenerates the README's Performance section (between
+with ``--readme``, regenerates the tables of espnet_llm_asr/benchmark/README.md (between
 ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->``).  See
 :mod:`espnet_llm_asr.benchmark` for what is measured and how.
 """
