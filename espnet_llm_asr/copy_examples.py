@@ -235,14 +235,17 @@ class CharSpeller:
             self._cache[char] = self.unk if tid is None else tid
         return self._cache[char]
 
-    def spell(self, text: str) -> List[int]:
+    def spell(self, text: str, prefix: bool = False) -> List[int]:
+        """``prefix``: ``text`` starts a longer one, so a word boundary after its last word is kept."""
         ids: List[int] = []
         for w, word in enumerate(text.split()):
             if w > 0 and self.boundary is not None:
                 ids.append(self.boundary)
             ids += [self.char_id(c) for c in word]
+        if prefix and ids and text[-1].isspace() and self.boundary is not None:
+            ids.append(self.boundary)
         return ids
 
-    def spell_ids(self, token_ids: Sequence[int]) -> List[int]:
-        """The spelling of a token-id sequence's text (special tokens dropped)."""
-        return self.spell(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+    def spell_ids(self, token_ids: Sequence[int], prefix: bool = False) -> List[int]:
+        """The spelling of a token-id sequence's text (special tokens dropped); ``prefix``: see :meth:`spell`."""
+        return self.spell(self.tokenizer.decode(list(token_ids), skip_special_tokens=True), prefix)

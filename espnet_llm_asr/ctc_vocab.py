@@ -30,7 +30,7 @@ with the word-boundary piece (:func:`word_boundary_id`).
 
 A transcript with a token outside the set cannot be a CTC target; such an
 utterance adds nothing to the CTC loss (its cross-entropy is unaffected).
-In joint decoding (:class:`~espnet_llm_asr.decoding.CTCPrefixScoring`) a
+In joint decoding (:class:`~espnet_llm_asr.ctc_prefix_scoring.CTCPrefixScoring`) a
 candidate token outside the set has the CTC log-probability
 :data:`OUTSIDE_LOG_PROB` in every frame (finite, so that a beam whose LLM
 candidates all lie outside the set still has finite scores).

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import yaml
 
-from espnet_llm_asr.decoding import (CACHE_IMPLEMENTATIONS, CTC_CHOICE_PROB, CTC_PRE_BEAM_ALL, PRE_BEAM_MIN,
-                                     PRE_BEAM_RATIO, check_cache_options)
+from espnet_llm_asr.ctc_prefix_scoring import CTC_CHOICE_PROB, CTC_PRE_BEAM_ALL, PRE_BEAM_MIN, PRE_BEAM_RATIO
+from espnet_llm_asr.decoding import CACHE_IMPLEMENTATIONS, check_cache_options
 
 DECODING_GROUP = "decoding"
 SPEED_GROUP = "speed (same hypotheses)"
@@ -147,7 +147,7 @@ class DecodingOptions:
     ctc_weight: float = _option(
         0.0, _unit_interval,
         "joint CTC / LLM decoding: weight of the CTC prefix score of the projected vectors read by the "
-        "LLM's head (needs a model trained with model_conf.ctc_weight > 0 and ctc_unit: token); "
+        "LLM's head (needs a model trained with model_conf.ctc_weight > 0); "
         "0: the LLM alone")
     ctc_pre_beam: Union[int, str, None] = _option(
         None, _pre_beam,

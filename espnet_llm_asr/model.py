@@ -35,8 +35,8 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_llm_asr.ctc_compress import ctc_compress
 from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
 from espnet_llm_asr.ctc_vocab import CTCVocabulary, word_boundary_id
-from espnet_llm_asr.decoding import (CTCPrefixScoring, GreedyScores, PerUtteranceCap, RepetitionPenalty,
-                                     check_ctc_weight, generation_cache_kwargs, round_up)
+from espnet_llm_asr.ctc_prefix_scoring import CTCPrefixScoring, check_ctc_weight
+from espnet_llm_asr.decoding import GreedyScores, PerUtteranceCap, RepetitionPenalty, generation_cache_kwargs, round_up
 from espnet_llm_asr.decoding_options import DecodingOptions, with_option_keywords
 from espnet_llm_asr.frontend import ProjectorFrontend
 from espnet_llm_asr.layout import IGNORE_ID, Prompted, generation_prefix, training_batch, utterance_pieces
@@ -387,11 +387,7 @@ class LLMASRModel(AbsESPnetModel):
         (``over_vocab=False``) when already computed.
         """
         if self.ctc_unit == "char":
-            if self._speller is None:
-                from espnet_llm_asr.copy_examples import CharSpeller
-
-                self._speller = CharSpeller(self.llm.tokenizer, boundary=word_boundary_id(self.llm.tokenizer))
-            texts = [self._speller.spell_ids(ids) for ids in texts]
+            texts = [self._char_speller().spell_ids(ids) for ids in texts]
         keep = [True] * len(texts)
         if self.ctc_vocab is not None:
             texts, keep = self.ctc_vocab.targets(texts)
@@ -405,6 +401,15 @@ class LLMASRModel(AbsESPnetModel):
                             blank=self._ctc_blank_index(), reduction="none", zero_infinity=True)
         keep = torch.tensor(keep, dtype=losses.dtype, device=device)
         return (losses / target_lengths.clamp(min=1) * keep).sum() / len(texts)
+
+    def _char_speller(self):
+        """The character CTC's speller (``ctc_unit: char``): text in single-character pieces, words apart
+        by the word boundary."""
+        if self._speller is None:
+            from espnet_llm_asr.copy_examples import CharSpeller
+
+            self._speller = CharSpeller(self.llm.tokenizer, boundary=word_boundary_id(self.llm.tokenizer))
+        return self._speller
 
     def _ctc_blank_index(self) -> int:
         """The blank's place in the CTC's output: the pad id, or its place in ``ctc_vocab``."""
@@ -496,8 +501,8 @@ class LLMASRModel(AbsESPnetModel):
                 generated tokens by our own processor, whatever the row's left
                 padding (the same hypotheses batched as alone);
                 ``ctc_weight`` > 0 decodes jointly with the CTC this model was
-                trained with (:class:`~espnet_llm_asr.decoding.CTCPrefixScoring`;
-                needs ``model_conf.ctc_weight > 0`` and ``ctc_unit: token``),
+                trained with (:class:`~espnet_llm_asr.ctc_prefix_scoring.CTCPrefixScoring`;
+                needs ``model_conf.ctc_weight > 0``),
                 ``ctc_pre_beam`` choosing which tokens get its score.
             sample_rate, frame_rate: of waveforms and of dumped features, for
                 the durations that ``max_tokens_per_second`` reads.
@@ -541,7 +546,8 @@ class LLMASRModel(AbsESPnetModel):
             ctc_scoring = [CTCPrefixScoring([log_probs[i, : int(n)] for i, n in enumerate(proj.lengths.tolist())],
                                             num_beams, opts.ctc_weight, self.llm.pad_token_id,
                                             self.llm.eos_token_id, opts.ctc_pre_beam,
-                                            unit_ids=None if self.ctc_vocab is None else self.ctc_vocab.ids.tolist())]
+                                            unit_ids=None if self.ctc_vocab is None else self.ctc_vocab.ids.tolist(),
+                                            speller=self._char_speller() if self.ctc_unit == "char" else None)]
         # our own repetition penalty: transformers' skips, with inputs_embeds, as many generated
         # tokens as a row has left padding, so a batched hypothesis would differ from the one alone
         processors = LogitsProcessorList(
@@ -591,9 +597,6 @@ class LLMASRModel(AbsESPnetModel):
         if ctc_weight > 0 and self.ctc_weight == 0:
             raise ValueError("decoding ctc_weight > 0 needs a model trained with model_conf.ctc_weight > 0; "
                              "this one was not, so the LLM head does not read its projected vectors as a CTC")
-        if ctc_weight > 0 and self.ctc_unit != "token":
-            raise ValueError(f"decoding ctc_weight > 0 needs model_conf.ctc_unit: token (the LLM's tokens); "
-                             f"this model's CTC was trained on {self.ctc_unit!r}")
 
     @staticmethod
     def _durations(speech, speech_lengths, sample_rate, frame_rate) -> List[float]:

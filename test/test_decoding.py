@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from espnet_llm_asr.decoding import CTCPrefixScoring
+from espnet_llm_asr.ctc_prefix_scoring import CTCPrefixScoring
 
 BLANK, EOS, V = 0, 1, 6
 
@@ -138,7 +138,7 @@ def test_auto_pre_beam_scores_the_llms_best_the_ctcs_choices_and_eos():
     and a rival) and EOS: far fewer than the vocabulary, with the very scores of the full scoring
     on those; the CTC steers to its tokens although the LLM ranks them last, which the LLM's best
     alone (pre_beam 20) cannot."""
-    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL, auto_pre_beam
+    from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL, auto_pre_beam
 
     vocab = 300
     logits = torch.linspace(5.0, -5.0, vocab)[None]  # the LLM prefers low ids, EOS (1) second
@@ -165,7 +165,7 @@ def test_ctc_over_its_own_units_equals_the_ctc_spread_over_the_vocabulary():
     scores, repeated tokens and tokens outside the units included, are those of the same CTC
     spread over the vocabulary (OUTSIDE_LOG_PROB elsewhere)."""
     from espnet_llm_asr.ctc_vocab import OUTSIDE_LOG_PROB
-    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL
+    from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL
 
     vocab, units = 12, [7, BLANK, 3, 9, 4]  # any order, the blank among them
     g = torch.Generator().manual_seed(3)
@@ -253,7 +253,7 @@ def test_joint_decoding_default_pre_beam_equals_full_scoring_on_a_toy_vocabulary
     gives the hypotheses and scores of scoring every token (greedy and beam search), the CTC's
     tokens included although the LLM does not rank them first (its 1 best alone misses them),
     at a fraction of the candidates."""
-    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL
+    from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL
 
     model = _joint_model(llm_dirs[0])
     vocab = model.llm.model.get_output_embeddings().weight.size(0)
@@ -280,7 +280,7 @@ def test_joint_decoding_at_a_262144_word_head_costs_about_greedy(llm_dirs, monke
     printed, not asserted); the CTC still steers to tokens anywhere in the vocabulary."""
     import time
 
-    from espnet_llm_asr.decoding import auto_pre_beam
+    from espnet_llm_asr.ctc_prefix_scoring import auto_pre_beam
 
     model = _joint_model(llm_dirs[1])
     assert model.llm.model.get_output_embeddings().weight.size(0) == 262144
@@ -303,3 +303,68 @@ def test_joint_decoding_at_a_262144_word_head_costs_about_greedy(llm_dirs, monke
     _hear(model, monkeypatch, spoken)
     hyps, _, _ = model.generate(feats, lengths, None, max_new_tokens=8, ctc_weight=0.9)
     assert hyps == [spoken, spoken]
+
+
+# ------------------------------------------------------ the prefix score itself, and a character CTC
+def test_prefix_extension_equals_espnets_ctc_prefix_score():
+    """extend_prefixes (one state per candidate) gives ESPnet's CTCPrefixScore's prefix scores and
+    states (the repeated label, which needs a blank between, included), from several prefixes."""
+    from espnet.nets.ctc_prefix_score import CTCPrefixScore
+
+    from espnet_llm_asr.ctc_prefix_scoring import UtteranceCTC, extend_prefixes
+
+    x = _ctc_log_probs(4, frames=9)
+    ref = CTCPrefixScore(x, BLANK, EOS, np)
+    ours = UtteranceCTC(x, BLANK)
+    r_ref, state, prefix = ref.initial_state(), ours.initial_state, []
+    cand = np.array([2, 3, 4, 5])
+    for label in [3, 3, 5]:
+        psi_ref, states_ref = ref([-1] + prefix, cand, r_ref)
+        n = len(cand)
+        psi, r = extend_prefixes(x, BLANK, np.broadcast_to(state.r, (n,) + state.r.shape).copy(),
+                                 np.full(n, not prefix), np.full(n, prefix[-1] if prefix else -1), cand)
+        np.testing.assert_allclose(psi, psi_ref, rtol=1e-5, atol=1e-4)
+        reached = np.isfinite(r) & (r > -1e9) & (states_ref > -1e9)  # ESPnet leaves early frames unset
+        np.testing.assert_allclose(r[reached], states_ref[reached], rtol=1e-5, atol=1e-4)
+        j = int(np.nonzero(cand == label)[0][0])
+        r_ref, state, prefix = states_ref[j], ours.extend(state, [(label,)])[0], prefix + [label]
+
+
+def test_character_ctc_scores_a_token_by_the_letters_it_adds(tmp_path):
+    """With a character CTC (``speller``) and weight 1, the joint scores of a hypothesis of
+    multi-letter tokens, EOS included, add up to log P_CTC(its spelling) (torch's CTC loss): a
+    token adds its letters (a word-initial one the word boundary first), a bare word boundary the
+    boundary, a second one nothing; a special token scores as outside the CTC."""
+    from espnet_llm_asr import tiny_models
+    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL
+    from espnet_llm_asr.ctc_vocab import OUTSIDE_LOG_PROB, char_piece_ids, word_boundary_id
+
+    sentences = ["राम का घर", "घर का काम", "राम काम कर", "कर का राम"] * 5
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_models.train_tokenizer(sentences, tmp_path / "tok", vocab_size=60,
+                                                                        model_type="bpe")))
+    speller = CharSpeller(tok, boundary=word_boundary_id(tok))
+    units = sorted(set(char_piece_ids(tok, "रामकघर")) | {word_boundary_id(tok), tok.pad_token_id})
+    blank, eos, vocab = tok.pad_token_id, tok.eos_token_id, len(tok)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(30, len(units), generator=g).mul(2).log_softmax(-1).numpy()
+    logits = torch.randn(1, vocab, generator=g)
+    bare = tok.convert_tokens_to_ids("▁")
+    words = tok("राम का घर", add_special_tokens=False)["input_ids"]
+    assert any(len(tok.decode([t]).strip()) > 1 for t in words)  # multi-letter tokens
+    for hyp in (words, tok("राम", add_special_tokens=False)["input_ids"] + [bare, bare]
+                + tok("काम", add_special_tokens=False)["input_ids"][-1:]):
+        proc = CTCPrefixScoring([x], 1, 1.0, blank, eos, pre_beam=CTC_PRE_BEAM_ALL, unit_ids=units, speller=speller)
+        total = 0.0
+        for step, c in enumerate(hyp + [eos]):
+            joint = proc(torch.tensor([hyp[:step]], dtype=torch.long).view(1, step), logits)
+            total += float(joint[0, c])
+            if step == 0:
+                assert float(joint[0, tok.bos_token_id]) < OUTSIDE_LOG_PROB / 2
+        spelled = [units.index(u) for u in speller.spell_ids(hyp)]
+        lp = torch.from_numpy(x)[:, None]
+        expected = -float(F.ctc_loss(lp, torch.tensor([spelled]), torch.tensor([30]), torch.tensor([len(spelled)]),
+                                     blank=units.index(blank), reduction="sum"))
+        assert total == pytest.approx(expected, abs=1e-3), tok.decode(hyp)

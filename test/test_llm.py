@@ -667,22 +667,29 @@ def test_bf16_and_float32_training_steps_agree(models):
     assert not torch.equal(g16, g32)  # the bf16 step did run in bf16
 
 
+def _ctc_hearing_ram(model, frames: int) -> torch.Tensor:
+    """(frames, K) CTC log-probabilities of a CTC that hears "राम राम ...": its path cycles blank,
+    र, ा, म, ▁ (the model's character CTC units)."""
+    from espnet_llm_asr.ctc_vocab import word_boundary_id
+
+    tok, ids = model.llm.tokenizer, model.ctc_vocab.ids.tolist()
+    cycle = [model.ctc_vocab.blank_index] + [ids.index(tok.convert_tokens_to_ids(c)) for c in "राम"]
+    cycle.append(ids.index(word_boundary_id(tok)))
+    path = torch.tensor([cycle[t % len(cycle)] for t in range(frames)])
+    return torch.nn.functional.one_hot(path, len(ids)).float().mul(20).log_softmax(-1)
+
+
 def test_ctc_draft_puts_the_ctc_transcript_after_the_speech(models):
     """ctc_draft: the LLM reads, after the speech, its own tokens of the CTC's greedy transcript:
     the loss equals the one computed by hand with those tokens embedded there, and decoding reads them too."""
     from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
-    from espnet_llm_asr.ctc_vocab import word_boundary_id
 
     model, plain, (feats, feats_lengths, text, text_lengths, lang), _ = _char_ctc_pair(models, {"ctc_draft": True})
     tok = model.llm.tokenizer
     proj = model.frontend.project(feats, feats_lengths, lang.view(-1))
-    # a CTC that hears "राम राम ...": its path cycles blank, र, ा, म, ▁ (the projected vectors' CTC
-    # head is random; only the path matters here, so both models get this one)
+    # the projected vectors' CTC head is random; only the path matters here, so both models get this one
+    fixed = _ctc_hearing_ram(model, proj.embeds.size(1))
     ids = model.ctc_vocab.ids.tolist()
-    cycle = [model.ctc_vocab.blank_index] + [ids.index(tok.convert_tokens_to_ids(c)) for c in "राम"]
-    cycle.append(ids.index(word_boundary_id(tok)))
-    path = torch.tensor([cycle[t % len(cycle)] for t in range(proj.embeds.size(1))])
-    fixed = torch.nn.functional.one_hot(path, len(ids)).float().mul(20).log_softmax(-1)
 
     def ctc_log_probs(embeds, over_vocab=True):
         return fixed.expand(embeds.size(0), -1, -1) + 0 * embeds.sum()  # keeps the graph to the projector
@@ -717,3 +724,26 @@ def test_ctc_draft_puts_the_ctc_transcript_after_the_speech(models):
     assert prompt_length(model) == prompt_length(plain) + max(len(d) for d in drafts)
     with pytest.raises(ValueError, match="ctc_draft needs"):
         _model(models, model_conf={"ctc_draft": True})
+
+
+def test_joint_decoding_with_a_character_ctc_spells_the_hypothesis(models):
+    """Joint decoding with a character CTC (``ctc_unit: char``): a candidate token is scored by the
+    letters it adds to the hypothesis' spelling, so with the CTC's weight 1 the hypothesis is what a
+    CTC that hears "राम राम ..." says, words apart, and the LLM alone says something else."""
+    from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
+
+    model, _, (feats, feats_lengths, _, _, lang), _ = _char_ctc_pair(models, {})
+    tok = model.llm.tokenizer
+    proj = model.frontend.project(feats, feats_lengths, lang.view(-1))
+    ids = model.ctc_vocab.ids.tolist()
+    fixed = _ctc_hearing_ram(model, proj.embeds.size(1))
+    model.ctc_log_probs = lambda embeds, over_vocab=True: fixed.expand(embeds.size(0), -1, -1).clone()
+    units = ctc_greedy_units(fixed.expand(2, -1, -1).argmax(-1), proj.lengths, model.ctc_vocab.blank_index)
+    heard = [tok.decode(d) for d in draft_token_ids(units, ids, tok, max_tokens=100)]
+    assert heard[0].startswith("राम राम") and len(heard[1]) < len(heard[0])
+
+    joint, scores, _ = model.generate(feats, feats_lengths, lang, max_new_tokens=40, ctc_weight=1.0)
+    assert [tok.decode(h).strip() for h in joint] == heard
+    assert all(s > -5 for s in scores)  # the CTC's own path: nearly certain
+    alone, _, _ = model.generate(feats, feats_lengths, lang, max_new_tokens=40)
+    assert [tok.decode(h).strip() for h in alone] != heard

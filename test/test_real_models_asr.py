@@ -454,7 +454,7 @@ def test_joint_ctc_decoding_at_gemmas_262144_word_head(request, monkeypatch):
     import time
 
     model, llm_fp32, feats = _real(request, "model", "llm_fp32", "feats")
-    from espnet_llm_asr.decoding import CTC_PRE_BEAM_ALL, auto_pre_beam
+    from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL, auto_pre_beam
     from espnet_llm_asr.model import LLMASRModel
     from test_decoding import _spy_scorers
 
