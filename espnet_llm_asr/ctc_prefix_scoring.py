@@ -165,7 +165,7 @@ class CTCPrefixScoring:
             ``ctc_vocab``); units outside get :data:`OUTSIDE_LOG_PROB` in every
             frame.  None: K = V, unit k is token k.
         speller: a character CTC (``ctc_unit: char``): the
-            :class:`~espnet_llm_asr.copy_examples.CharSpeller` of its targets
+            :class:`~espnet_llm_asr.ctc_vocab.CharSpeller` of its targets
             (``spell_ids``: token ids -> the LLM ids of their text's
             single-character pieces, words apart by the word boundary); a
             candidate then adds the labels by which the hypothesis' spelling

@@ -122,6 +122,47 @@ def char_piece_ids(tokenizer, chars: Iterable[str]) -> List[int]:
     return sorted({tid for tid in (piece_id(tokenizer, ch) for ch in chars) if tid is not None})
 
 
+class CharSpeller:
+    """Spells text as the tokenizer's single-character pieces.
+
+    ``spell("ab cd")`` -> ids of ``a b c d``, with ``boundary`` (an id, e.g.
+    the slot filler: a pause) between words when given.  Characters without
+    a piece of their own map to the unknown token (a tokenizer trained with
+    full character coverage, as the tiny ones are, has none).  Used for the
+    model's character CTC (``model_conf.ctc_unit: char``, words apart by
+    :func:`word_boundary_id`) and for the toy LM's ``unit: char`` aligned
+    slots (:mod:`espnet_llm_asr.tiny_models.copy_examples`, words apart by a
+    filler, as speech has pauses).
+    """
+
+    def __init__(self, tokenizer, boundary: Optional[int] = None):
+        self.tokenizer = tokenizer
+        self.boundary = boundary
+        self.unk = tokenizer.unk_token_id
+        self._cache = {}
+
+    def char_id(self, char: str) -> int:
+        if char not in self._cache:
+            tid = piece_id(self.tokenizer, char)
+            self._cache[char] = self.unk if tid is None else tid
+        return self._cache[char]
+
+    def spell(self, text: str, prefix: bool = False) -> List[int]:
+        """``prefix``: ``text`` starts a longer one, so a word boundary after its last word is kept."""
+        ids: List[int] = []
+        for w, word in enumerate(text.split()):
+            if w > 0 and self.boundary is not None:
+                ids.append(self.boundary)
+            ids += [self.char_id(c) for c in word]
+        if prefix and ids and text[-1].isspace() and self.boundary is not None:
+            ids.append(self.boundary)
+        return ids
+
+    def spell_ids(self, token_ids: Sequence[int], prefix: bool = False) -> List[int]:
+        """The spelling of a token-id sequence's text (special tokens dropped); ``prefix``: see :meth:`spell`."""
+        return self.spell(self.tokenizer.decode(list(token_ids), skip_special_tokens=True), prefix)
+
+
 def script_char_ids(tokenizer, scripts: Iterable[str]) -> List[int]:
     """Sorted ids of the single-character pieces of every letter and mark of ``scripts`` (Unicode's BMP)."""
     wanted = set(scripts)

@@ -452,9 +452,30 @@ class CausalLLM(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the LLM's input embeddings are (the device its inputs go to)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def output_head(self) -> torch.nn.Module:
+        """The LLM's output head: a linear map from (..., D) hidden vectors to (..., V) logits."""
+        return self.model.get_output_embeddings()
+
+    @property
+    def vocab_size(self) -> int:
+        """V: the rows of the output head (the token ids the LLM can emit)."""
+        return self.output_head.weight.size(0)
+
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, D) vectors -> (B, T, V) logits through the LLM's own output head (no transformer layers)."""
-        return self.model.get_output_embeddings()(hidden.to(self.dtype))
+        return self.output_head(hidden.to(self.dtype))
+
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+        """Hugging Face ``generate`` from (B, L, D) input embeddings (cast to the LLM's dtype) and
+        their (B, L) attention mask; ``kwargs`` are ``generate``'s (``max_new_tokens``, ``num_beams``, ...)."""
+        return self.model.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
+                                   **kwargs)
 
     def forward(self, inputs_embeds, attention_mask, position_ids=None, logits_to_keep=0):
         """(B, L, D) embeddings, (B, L) mask, (B, L) positions -> (B, L', V) logits.

@@ -34,7 +34,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_llm_asr.ctc_compress import ctc_compress
 from espnet_llm_asr.ctc_draft import ctc_greedy_units, draft_token_ids
-from espnet_llm_asr.ctc_vocab import CTCVocabulary, word_boundary_id
+from espnet_llm_asr.ctc_vocab import CharSpeller, CTCVocabulary, word_boundary_id
 from espnet_llm_asr.ctc_prefix_scoring import CTCPrefixScoring, check_ctc_weight
 from espnet_llm_asr.decoding import GreedyScores, PerUtteranceCap, RepetitionPenalty, generation_cache_kwargs, round_up
 from espnet_llm_asr.decoding_options import DecodingOptions, with_option_keywords
@@ -64,7 +64,7 @@ class LLMASRModel(AbsESPnetModel):
             none); 0 (default, as in the papers) turns it off.
         ctc_unit: targets of that CTC: ``token`` (the transcript's tokens) or
             ``char`` (the transcript spelled in the LLM's single-character
-            pieces, :class:`~espnet_llm_asr.copy_examples.CharSpeller`): a
+            pieces, :class:`~espnet_llm_asr.ctc_vocab.CharSpeller`): a
             stride-5 projector over a character-level encoder has about
             one character per position, not one word.
         ctc_blank_bias: ``None`` (default): the CTC's blank logit is the LLM
@@ -172,8 +172,7 @@ class LLMASRModel(AbsESPnetModel):
             raise ValueError("model_conf.ctc_draft needs model_conf.ctc_weight > 0: the draft is the CTC's transcript")
         self.ctc_draft = bool(ctc_draft)
         self.ctc_vocab = (None if ctc_vocab is None else
-                          CTCVocabulary(ctc_vocab, llm.pad_token_id,
-                                        llm.model.get_output_embeddings().weight.size(0)))
+                          CTCVocabulary(ctc_vocab, llm.pad_token_id, llm.vocab_size))
         self._speller = None
         self.specaug = specaug
         self._nonfinite_in_a_row = 0
@@ -370,9 +369,8 @@ class LLMASRModel(AbsESPnetModel):
 
     def _ctc_unit_embeddings(self) -> torch.Tensor:
         """(K, D) the LLM's input embeddings of the CTC's outputs, in their order (the blank's included)."""
-        ids = (self.ctc_vocab.ids if self.ctc_vocab is not None
-               else torch.arange(self.llm.model.get_input_embeddings().weight.size(0)))
-        return self.llm.embed(ids.to(self.llm.model.get_input_embeddings().weight.device))
+        ids = self.ctc_vocab.ids if self.ctc_vocab is not None else torch.arange(self.llm.vocab_size)
+        return self.llm.embed(ids.to(self.llm.device))
 
     def ctc_loss(self, proj: ProjectorOutput, texts: List[List[int]],
                  log_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -406,8 +404,6 @@ class LLMASRModel(AbsESPnetModel):
         """The character CTC's speller (``ctc_unit: char``): text in single-character pieces, words apart
         by the word boundary."""
         if self._speller is None:
-            from espnet_llm_asr.copy_examples import CharSpeller
-
             self._speller = CharSpeller(self.llm.tokenizer, boundary=word_boundary_id(self.llm.tokenizer))
         return self._speller
 
@@ -425,7 +421,7 @@ class LLMASRModel(AbsESPnetModel):
         if self.ctc_vocab is None:
             logits = self.llm.token_logits(embeds).float()
         else:
-            logits = self.ctc_vocab.logits(embeds, self.llm.model.get_output_embeddings())
+            logits = self.ctc_vocab.logits(embeds, self.llm.output_head)
         if self.ctc_blank_bias is not None:
             blank = F.one_hot(torch.tensor(self._ctc_blank_index(), device=logits.device), logits.size(-1))
             logits = logits + blank.to(logits.dtype) * self.ctc_blank_bias
@@ -555,9 +551,9 @@ class LLMASRModel(AbsESPnetModel):
             + ([RepetitionPenalty(opts.repetition_penalty)] if opts.repetition_penalty != 1.0 else [])
             + [PerUtteranceCap(caps, num_beams, self.llm.eos_token_id)]
             + ([greedy_scores] if greedy_scores is not None else []))
-        out = self.llm.model.generate(
-            inputs_embeds=inputs.to(self.llm.dtype),
-            attention_mask=attention_mask,
+        out = self.llm.generate(
+            inputs,
+            attention_mask,
             # room for the EOS forced after a capped hypothesis, whatever length_multiple adds, so that
             # a capped beam is always scored over its tokens + EOS (the same in any batch and rounding)
             max_new_tokens=round_up(max_len + max(caps) + 1, opts.length_multiple) - max_len,

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from espnet_llm_asr.copy_examples import IGNORE, AlignedSlotConfig, CopyExampleMaker, aligned_slot
+from espnet_llm_asr.tiny_models.copy_examples import IGNORE, AlignedSlotConfig, CopyExampleMaker, aligned_slot
 
 FILLER = 0
 VOCAB = list(range(1, 50))
@@ -83,7 +83,7 @@ class _CharVocab:
 
 
 def test_char_speller_spells_words_with_boundaries():
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
 
     vocab = _CharVocab(["<unk>", "<pad>", "क", "ि", "त", "ा", "\u2581कि"])
     assert CharSpeller(vocab, boundary=1).spell("कि ता") == [2, 3, 1, 4, 5]
@@ -93,7 +93,7 @@ def test_char_speller_spells_words_with_boundaries():
 
 
 def test_char_unit_slot_holds_the_spelling():
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
 
     speller = CharSpeller(_CharVocab(["<unk>", "a", "b", "c", "d", "क", "ि", "त"]), boundary=FILLER)
     maker = CopyExampleMaker(bos=[1], eos=2, suffix=[40], filler=FILLER, chars=[9] * 50, vocab=VOCAB,
@@ -115,7 +115,7 @@ def test_char_unit_slot_holds_the_spelling():
 
 
 def test_random_sentences_keep_shape_and_script_but_not_the_lines():
-    from espnet_llm_asr.copy_examples import RandomSentences
+    from espnet_llm_asr.tiny_models.copy_examples import RandomSentences
 
     texts = ["राम सीता", "गीता राम सीता", "தமிழ் உலகம் நாடு", "a b"]
     rs = RandomSentences(texts)

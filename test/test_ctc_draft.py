@@ -19,7 +19,7 @@ def test_greedy_paths_collapse_repeats_and_drop_blanks():
 def test_spelled_sentence_becomes_the_tokens_of_the_sentence():
     from transformers import AutoTokenizer
 
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
     from espnet_llm_asr.ctc_vocab import word_boundary_id
     from test_real_models import GEMMA_DIR, require
 

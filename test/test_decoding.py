@@ -336,7 +336,7 @@ def test_character_ctc_scores_a_token_by_the_letters_it_adds(tmp_path):
     token adds its letters (a word-initial one the word boundary first), a bare word boundary the
     boundary, a second one nothing; a special token scores as outside the CTC."""
     from espnet_llm_asr import tiny_models
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
     from espnet_llm_asr.ctc_prefix_scoring import CTC_PRE_BEAM_ALL
     from espnet_llm_asr.ctc_vocab import OUTSIDE_LOG_PROB, char_piece_ids, word_boundary_id
 

@@ -280,7 +280,7 @@ def test_auxiliary_ctc_blank_bias(models):
 
 def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
     """ctc_unit char: the same CTC, its targets the transcript spelled in single-character pieces."""
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
 
     torch.manual_seed(0)
     model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_unit": "char"}).eval()
@@ -747,3 +747,18 @@ def test_joint_decoding_with_a_character_ctc_spells_the_hypothesis(models):
     assert all(s > -5 for s in scores)  # the CTC's own path: nearly certain
     alone, _, _ = model.generate(feats, feats_lengths, lang, max_new_tokens=40)
     assert [tok.decode(h).strip() for h in alone] != heard
+
+
+def test_only_causal_llm_reaches_into_the_hugging_face_model():
+    """The package's modules (the benchmarks, which swap in models of the papers' sizes, aside) use
+    :class:`CausalLLM`'s own methods, never its Hugging Face model (``llm.model``) directly."""
+    import re
+    from pathlib import Path
+
+    import espnet_llm_asr
+
+    pkg = Path(espnet_llm_asr.__file__).parent
+    pattern = re.compile(r"\bllm\.model\b")
+    offenders = [str(p.relative_to(pkg)) for p in sorted(pkg.rglob("*.py"))
+                 if p.name != "llm.py" and "benchmark" not in p.parts and pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

@@ -401,7 +401,7 @@ def test_ctc_char_vocabulary_of_gemma_spells_every_letter(tmp_path):
     boundary, and an unseen sentence spelled without the unknown token."""
     from transformers import AutoTokenizer
 
-    from espnet_llm_asr.copy_examples import CharSpeller
+    from espnet_llm_asr.ctc_vocab import CharSpeller
     from espnet_llm_asr.ctc_vocab import char_piece_ids, script_char_ids, transcript_chars, word_boundary_id
 
     tokenizer = AutoTokenizer.from_pretrained(str(require(GEMMA_DIR)))

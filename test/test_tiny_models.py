@@ -114,7 +114,7 @@ def test_pretrain_causal_lm_copy_examples(tmp_path, tokenizer_dir):
         tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.5)
     with pytest.raises(ValueError, match="copy_text"):
         tiny_models.pretrain_causal_lm(llm, TEXTS, steps=1, copy_fraction=1.0, copy_text="lines")
-    # copy examples of random words (copy_examples.RandomSentences), aligned and spelled too
+    # copy examples of random words (tiny_models.copy_examples.RandomSentences), aligned and spelled too
     result = tiny_models.pretrain_causal_lm(llm, TEXTS, out_dir=tmp_path / "random", steps=3, batch_size=8,
                                             copy_fraction=1.0, aligned_fraction=0.5, copy_text="random_words",
                                             aligned_slot={"unit": "char"})
@@ -129,7 +129,8 @@ def test_pretrain_with_aligned_examples_learns_to_read_them(tmp_path, tokenizer_
     plain copies only; with ``unit: char`` the slot holds the transcript spelled."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
+    from espnet_llm_asr.ctc_vocab import CharSpeller
+    from espnet_llm_asr.tiny_models.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
 
     llm = tiny_models.build_tiny_llm(tmp_path / "llm", tokenizer_dir, **TINY_LLM)
     slot_cfg = {"positions_per_char": [0.7, 1.2], "noise": 0.0, "unit": unit}

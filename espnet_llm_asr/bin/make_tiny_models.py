@@ -62,7 +62,7 @@ DEFAULT_CONFIG: Dict = {
         "steps": 1000, "batch_size": 32, "lr": 1.0e-3, "warmup": None, "log_every": 50, "device": "auto",
         "copy_fraction": 0.0, "aligned_fraction": 0.0, "copy_text": "transcripts", "copy_slot_loss": True,
         "length_pool": None,  # as pretrain_encoder's (by token count); slows the LM's learning to read
-        # copy_examples.AlignedSlotConfig
+        # tiny_models.copy_examples.AlignedSlotConfig
         "aligned_slot": {"positions_per_char": [0.7, 1.6], "max_repeat": 3, "edge_fill": 3, "noise": 0.05,
                          "unit": "token"},
         # a second pretraining phase after the first, on the same text, from its weights with a

@@ -8,7 +8,8 @@
   offline and ``decode(encode(text)) == text``.
 * :func:`build_tiny_llm`: a Llama or Qwen2 causal LM whose vocabulary is the
   tokenizer, saved together with it.
-* :func:`pretrain_causal_lm`: next-token training of that LM on text lines;
+* :func:`pretrain_causal_lm`: next-token training of that LM on text lines
+  and on ASR-shaped copy examples (:mod:`.copy_examples`);
   :func:`slot_reading_accuracy`: how well it reads oracle speech slots.
 * :func:`pretrain_whisper_encoder_ctc`: CTC training of the tiny encoder over
   characters (a CTC head on top, dropped after), through the same log-mel
@@ -18,7 +19,7 @@ Every directory is written atomically: into a temporary sibling first, then
 renamed into place, so an interrupted run never leaves a half-written model.
 
 Modules: :mod:`.common`, :mod:`.whisper`, :mod:`.tokenizer`,
-:mod:`.causal_lm`, :mod:`.encoder_ctc`.
+:mod:`.causal_lm`, :mod:`.copy_examples`, :mod:`.encoder_ctc`.
 """
 from espnet_llm_asr.tiny_models.causal_lm import build_tiny_llm, pretrain_causal_lm, slot_reading_accuracy
 from espnet_llm_asr.tiny_models.common import PathLike, atomic_dir, read_lines, resolve_device

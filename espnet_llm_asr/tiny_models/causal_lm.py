@@ -84,8 +84,9 @@ def _filler(tokenizer) -> int:
 
 
 def _example_maker(tokenizer, aligned_slot: Optional[Dict], max_tokens: int = 256, copy_slot_loss: bool = True):
-    """The :class:`~espnet_llm_asr.copy_examples.CopyExampleMaker` for ``tokenizer`` and the prompt."""
-    from espnet_llm_asr.copy_examples import AlignedSlotConfig, CharSpeller, CopyExampleMaker, token_char_counts
+    """The :class:`~espnet_llm_asr.tiny_models.copy_examples.CopyExampleMaker` for ``tokenizer`` and the prompt."""
+    from espnet_llm_asr.ctc_vocab import CharSpeller
+    from espnet_llm_asr.tiny_models.copy_examples import AlignedSlotConfig, CopyExampleMaker, token_char_counts
 
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     suffix = tokenizer(prompt_after_speech(), add_special_tokens=False)["input_ids"]
@@ -168,14 +169,14 @@ def pretrain_causal_lm(
     make speech look like the words).  ``aligned_fraction`` of those copy
     examples instead hold the transcript as a fixed-stride projector lays it
     out (tokens spread over duration-like spans among filler positions, with
-    noise; ``aligned_slot``: :class:`~espnet_llm_asr.copy_examples.AlignedSlotConfig`
+    noise; ``aligned_slot``: :class:`~espnet_llm_asr.tiny_models.copy_examples.AlignedSlotConfig`
     keys), with no loss on the slot, so that the LM learns to read what
     stride-5 projectors (mono, smear_moe, ...) give it; with
     ``aligned_slot.unit: char`` the slot holds the transcript spelled.
     ``copy_text``: what the copy and aligned examples hold, ``transcripts``
     (the training lines) or ``random_words`` (random words of the training
     text in the shape of a training line,
-    :class:`~espnet_llm_asr.copy_examples.RandomSentences`: nothing to
+    :class:`~espnet_llm_asr.tiny_models.copy_examples.RandomSentences`: nothing to
     memorise, so the LM learns to read the slot).  ``copy_slot_loss``:
     ``False`` puts no loss on a copy example's slot (its targets are then
     all reads, as in aligned examples).  ``length_pool``: ``None`` for random
@@ -185,7 +186,7 @@ def pretrain_causal_lm(
     faster, but after 2500 steps the LM read dev copies at 0.737 against 0.917
     with random batches, so the recipe keeps random batches).
     """
-    from espnet_llm_asr.copy_examples import RandomSentences
+    from espnet_llm_asr.tiny_models.copy_examples import RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = read_lines(lines)

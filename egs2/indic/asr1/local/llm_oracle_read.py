@@ -57,8 +57,8 @@ def main() -> None:
         pieces = utterance_pieces(llm, slot, torch.tensor(list(map(len, ids))), [langs.get(u) for u in batch])
         inputs, mask = generation_prefix(pieces)
         with torch.no_grad():
-            out = llm.model.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=width + 8,
-                                     do_sample=False, eos_token_id=llm.eos_token_id, pad_token_id=llm.pad_token_id)
+            out = llm.generate(inputs, mask, max_new_tokens=width + 8,
+                               do_sample=False, eos_token_id=llm.eos_token_id, pad_token_id=llm.pad_token_id)
         for u, seq in zip(batch, out.tolist()):
             n = seq.index(llm.eos_token_id) if llm.eos_token_id in seq else len(seq)
             refs.append(texts[u])

@@ -20,7 +20,7 @@ with something speech-like in the slot:
     random tokens (noise).  The slot's positions get no loss: the LM learns
     to *read* alignments, not to write them.  ``unit: char`` lays out the
     transcript *spelled* (one vocabulary piece per character, a filler
-    between words; :class:`CharSpeller`) instead of its tokens: 100 ms of
+    between words; :class:`~espnet_llm_asr.ctc_vocab.CharSpeller`) instead of its tokens: 100 ms of
     a character-CTC-trained encoder holds about one character, not a word,
     so this is closer to what a stride-5 projector over such an encoder
     gives, and the LM has to compose the words (measured: the toy LM reads
@@ -39,7 +39,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_llm_asr.ctc_vocab import piece_id
+from espnet_llm_asr.ctc_vocab import CharSpeller
 
 IGNORE = -100
 
@@ -117,7 +117,7 @@ class CopyExampleMaker:
             vocabulary id (for span lengths); vocab: ids that noise may draw
             (no special tokens).
         speller: spells the transcript for ``aligned`` examples when the
-            slot's unit is ``char`` (:class:`CharSpeller`, words apart by
+            slot's unit is ``char`` (:class:`~espnet_llm_asr.ctc_vocab.CharSpeller`, words apart by
             the filler, which the slot spreads over 1-2 positions like a pause).
         copy_slot_loss: whether ``copy`` examples learn their slot too (the
             first occurrence of the transcript, an LM target); ``False``
@@ -209,43 +209,3 @@ class RandomSentences:
             pool = self.pools[_script(w)]
             out.append(pool[_randint(gen, 0, len(pool) - 1)])
         return " ".join(out)
-
-
-class CharSpeller:
-    """Spells text as the tokenizer's single-character pieces.
-
-    ``spell("ab cd")`` -> ids of ``a b c d``, with ``boundary`` (an id, e.g.
-    the slot filler: a pause) between words when given.  Characters without
-    a piece of their own map to the unknown token (a tokenizer trained with
-    full character coverage, as the tiny ones are, has none).  Used for
-    ``unit: char`` aligned slots (words apart by a filler, as speech has
-    pauses) and for the model's character CTC (``model_conf.ctc_unit: char``,
-    no boundary: a pause is CTC's blank).
-    """
-
-    def __init__(self, tokenizer, boundary: Optional[int] = None):
-        self.tokenizer = tokenizer
-        self.boundary = boundary
-        self.unk = tokenizer.unk_token_id
-        self._cache = {}
-
-    def char_id(self, char: str) -> int:
-        if char not in self._cache:
-            tid = piece_id(self.tokenizer, char)
-            self._cache[char] = self.unk if tid is None else tid
-        return self._cache[char]
-
-    def spell(self, text: str, prefix: bool = False) -> List[int]:
-        """``prefix``: ``text`` starts a longer one, so a word boundary after its last word is kept."""
-        ids: List[int] = []
-        for w, word in enumerate(text.split()):
-            if w > 0 and self.boundary is not None:
-                ids.append(self.boundary)
-            ids += [self.char_id(c) for c in word]
-        if prefix and ids and text[-1].isspace() and self.boundary is not None:
-            ids.append(self.boundary)
-        return ids
-
-    def spell_ids(self, token_ids: Sequence[int], prefix: bool = False) -> List[int]:
-        """The spelling of a token-id sequence's text (special tokens dropped); ``prefix``: see :meth:`spell`."""
-        return self.spell(self.tokenizer.decode(list(token_ids), skip_special_tokens=True), prefix)
