@@ -168,8 +168,6 @@ class Speech2Text:
             over the recorded config's, which are over the defaults.  The
             options in use: :attr:`options`.
 
-    ``num_beam_groups`` / ``diversity_penalty`` (diverse beam search) are
-    refused: transformers moved it to a hub download.
     :meth:`from_pretrained` loads a pack (stage 14) or an experiment dir.
     """
 
@@ -184,15 +182,8 @@ class Speech2Text:
         decode_config: Union[None, bool, str, Path] = None,
         allow_frozen_mismatch: bool = False,
         frozen_paths: Optional[Dict[str, str]] = None,
-        num_beam_groups: int = 1,
-        diversity_penalty: float = 0.0,
         **options,
     ):
-        if num_beam_groups > 1 or diversity_penalty:
-            raise ValueError(
-                "diverse (group) beam search is not available offline: transformers moved it "
-                "to a hub download; use num_beams with repetition/length penalties instead"
-            )
         if exp_dir is None and config is None:
             raise ValueError("give exp_dir or config (+ model_file)")
         from espnet_llm_asr.decoding import generation_cache_kwargs

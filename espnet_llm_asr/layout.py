@@ -5,11 +5,11 @@ it, ``y``: transcript tokens)::
 
     [ emb(P) | c * speech | emb(S) | emb(y) | emb(EOS) ]
 
-``c`` is the LLM's speech embedding scale (:attr:`CausalLLM.speech_embed_scale`:
-Gemma's sqrt(hidden), which its embedding layer applies to token embeddings
-but not to ``inputs_embeds``; 1 for Llama, Qwen), or, with
-:attr:`CausalLLM.speech_rms`, ``c * speech`` is each vector rescaled to that
-root-mean-square (:func:`rescale_speech`).
+``c * speech`` is the speech scaled as :attr:`CausalLLM.speech_scale` says
+(:func:`rescale_speech`): times a factor (by default Gemma's sqrt(hidden),
+which its embedding layer applies to token embeddings but not to
+``inputs_embeds``; 1 for Llama, Qwen), or each vector rescaled to a
+root-mean-square.
 
 Training (:func:`training_batch`): the padding of a row goes between its
 speech and ``S``, so that every row's ``S`` ends at the same position ``A``
@@ -50,14 +50,15 @@ class Prompted:
 
 
 def rescale_speech(llm, vectors: torch.Tensor) -> torch.Tensor:
-    """(T', D) projected vectors -> the (T', D) vectors the LLM reads: times ``llm.speech_embed_scale``, or,
-    when ``llm.speech_rms`` is set, each vector rescaled to that RMS (computed in float32)."""
-    if llm.speech_rms is not None:
+    """(T', D) projected vectors -> the (T', D) vectors the LLM reads (``llm.speech_scale``): times its
+    factor, or each vector rescaled to its RMS (computed in float32)."""
+    scale = llm.speech_scale
+    if scale.mode == "rms":
         x = vectors.float()
-        x = x * (llm.speech_rms * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-12))
+        x = x * (scale.value * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-12))
         return x.to(vectors.dtype)
-    if llm.speech_embed_scale != 1.0:
-        return vectors * llm.speech_embed_scale
+    if scale.value != 1.0:
+        return vectors * scale.value
     return vectors
 
 

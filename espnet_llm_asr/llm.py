@@ -33,8 +33,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -151,37 +152,44 @@ def input_embed_scale(model) -> float:
     return 1.0 if scale is None else float(scale)
 
 
-def _auto_or_positive(value, auto: Callable[[], float], option: str, allowed: str) -> float:
-    """``auto`` -> ``auto()``; a positive finite number as it is; else a ValueError naming ``llm_conf.<option>``."""
-    if value == "auto":
-        return auto()
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0 or number == float("inf"):
-        raise ValueError(f"llm_conf.{option} must be {allowed}, got {value!r}")
-    return number
-
-
-def resolve_speech_embed_scale(value: Union[str, float], model) -> float:
-    """``llm_conf.speech_embed_scale``: ``auto`` -> :func:`input_embed_scale`; a positive number as it is."""
-    return _auto_or_positive(value, lambda: input_embed_scale(model), "speech_embed_scale",
-                             "'auto' or a positive number")
-
-
 def token_embedding_rms(model) -> float:
     """Root-mean-square of the LLM's token embeddings as its layers receive them (its ``embed_scale`` applied)."""
     weight = model.get_input_embeddings().weight
     return float(weight.detach().float().pow(2).mean().sqrt()) * input_embed_scale(model)
 
 
-def resolve_speech_rms(value: Union[None, str, float], model) -> Optional[float]:
-    """``llm_conf.speech_rms``: None (off), ``auto`` -> :func:`token_embedding_rms`, or a positive number."""
-    if value is None:
-        return None
-    return _auto_or_positive(value, lambda: token_embedding_rms(model), "speech_rms",
-                             "null, 'auto' or a positive number")
+@dataclass(frozen=True)
+class SpeechScale:
+    """How the projected speech vectors are scaled before they join the prompt's token embeddings.
+
+    ``mode``: ``factor`` (every vector times ``value``) or ``rms`` (every
+    vector rescaled to root-mean-square ``value`` over its D components).
+    ``str()`` gives the resolved ``llm_conf.speech_scale`` (``rms:1.03``).
+    """
+
+    mode: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.mode}:{self.value!r}"
+
+
+SPEECH_SCALE_MODES = {"factor": input_embed_scale, "rms": token_embedding_rms}
+
+
+def resolve_speech_scale(value: str, model) -> SpeechScale:
+    """``llm_conf.speech_scale`` -> :class:`SpeechScale`: ``<mode>`` or ``<mode>:auto`` (the mode's
+    measure of ``model``: :func:`input_embed_scale` for ``factor``, :func:`token_embedding_rms` for
+    ``rms``), or ``<mode>:<positive number>``."""
+    mode, _, number = str(value).partition(":")
+    try:
+        scale = SPEECH_SCALE_MODES[mode](model) if number in ("", "auto") else float(number)
+    except (KeyError, ValueError):
+        scale = float("nan")
+    if mode not in SPEECH_SCALE_MODES or not 0 < scale < float("inf"):
+        raise ValueError("llm_conf.speech_scale must be factor or rms, alone, with :auto, or with :<a positive "
+                         f"number> (e.g. rms:1.0), got {value!r}")
+    return SpeechScale(mode, scale)
 
 
 def is_lora_name(name: str) -> bool:
@@ -205,24 +213,17 @@ class CausalLLM(torch.nn.Module):
         prompt_template: prompt with ``{speech}`` and optional ``{lang_instruction}``.
         use_chat_template: render the prompt with the tokenizer's chat template.
         lang_instruction: per-language sentence, ``{lang_name}``/``{lang}`` filled in.
-        speech_embed_scale: factor on the projected speech before it joins the
-            prompt's token embeddings.  ``auto`` (default): the factor the LLM's
-            input-embedding layer applies to its token embeddings (its
-            ``embed_scale``: sqrt(hidden) for Gemma, Gemma 2 and Gemma 3 in
-            transformers 5, 25.3 for Gemma-3-270M, 59.9 for Gemma-2-9B; 1 for
-            Llama, Qwen), so that the speech enters at the scale the LLM's
-            own inputs have, as the SMEAR-MoE authors' transformers 4.x did
-            for every input vector.  A number: that factor.  The training task
-            writes the resolved number into config.yaml, so decoding uses the
-            factor the projector was trained with.
-        speech_rms: rescale every projected speech vector to this root-mean-square
-            (over its D components) before it joins the prompt, in place of
-            ``speech_embed_scale``: ``auto``: the RMS of the LLM's own token
-            embeddings as its layers receive them (1.03 for Gemma-3-270M), so
-            that the speech vectors have the length of the token embeddings
-            whatever length the projector (or an auxiliary CTC through the
-            output head) gives them.  None (default): off.  Written into
-            config.yaml resolved, like ``speech_embed_scale``.
+        speech_scale: how the projected speech vectors are scaled before
+            they join the prompt (:class:`SpeechScale`): ``factor``
+            (default): times the factor the LLM's input-embedding layer applies
+            to its token embeddings (its ``embed_scale``: sqrt(hidden) for the
+            Gemmas, 1 for Llama and Qwen), as the SMEAR-MoE authors'
+            transformers 4.x did for every input vector; ``rms``: every vector
+            rescaled to the root-mean-square of the LLM's token embeddings as
+            its layers receive them, whatever length the projector (or an
+            auxiliary CTC through the output head) gives it; ``factor:<x>`` /
+            ``rms:<x>``: that number.  The training task writes the resolved
+            form (``rms:1.03``) into config.yaml, so decoding scales as training did.
     """
 
     def __init__(
@@ -236,8 +237,7 @@ class CausalLLM(torch.nn.Module):
         use_chat_template: bool = False,
         lang_instruction: Optional[str] = None,
         attn_implementation: Optional[str] = None,
-        speech_embed_scale: Union[str, float] = "auto",
-        speech_rms: Union[None, str, float] = None,
+        speech_scale: str = "factor",
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -279,13 +279,9 @@ class CausalLLM(torch.nn.Module):
         head = model.get_output_embeddings()
         if head is not None:  # logits_to_keep hands it a strided slice
             head.register_forward_pre_hook(contiguous_input)
-        self.speech_embed_scale = resolve_speech_embed_scale(speech_embed_scale, model)
-        logging.info("LLM %s: speech embedding scale %g (llm_conf.speech_embed_scale: %s)",
-                     model_name_or_path, self.speech_embed_scale, speech_embed_scale)
-        self.speech_rms = resolve_speech_rms(speech_rms, model)
-        if self.speech_rms is not None:
-            logging.info("LLM %s: every speech vector rescaled to RMS %g (llm_conf.speech_rms: %s)",
-                         model_name_or_path, self.speech_rms, speech_rms)
+        self.speech_scale = resolve_speech_scale(speech_scale, model)
+        logging.info("LLM %s: speech vectors scaled by %s (llm_conf.speech_scale: %s)",
+                     model_name_or_path, self.speech_scale, speech_scale)
 
     @staticmethod
     def _add_lora(model, lora_conf: Dict):

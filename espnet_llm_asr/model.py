@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,42 @@ from espnet_llm_asr.llm import CausalLLM
 from espnet_llm_asr.projectors import ProjectorOutput
 
 
+#: the CTC's blank offset with ``ctc_blank_bias: auto`` (the default) and the CTC on
+DEFAULT_CTC_BLANK_BIAS = 5.0
+
+
+def blank_bias_start(value: Union[str, float, bool, None], ctc_weight: float) -> Optional[float]:
+    """``model_conf.ctc_blank_bias`` -> the offset's starting value, or None (off)."""
+    if value == "auto":
+        return DEFAULT_CTC_BLANK_BIAS if ctc_weight > 0 else None
+    if value is True or isinstance(value, str):
+        raise ValueError(f"model_conf.ctc_blank_bias must be auto, a number, or 0 / false / null (off), got {value!r}")
+    if not value:
+        return None
+    if ctc_weight == 0:
+        raise ValueError("model_conf.ctc_blank_bias needs model_conf.ctc_weight > 0 (it biases the CTC's blank)")
+    return float(value)
+
+
+def check_hold_steps(hold_steps: Optional[Dict[str, int]], ctc_weight: float, has_lora: bool) -> Dict[str, int]:
+    """``model_conf.hold_steps`` checked: ``{llm: N, lora: M}`` with its zero entries left out."""
+    hold = dict(hold_steps or {})
+    unknown = sorted(set(hold) - {"llm", "lora"})
+    if unknown:
+        raise ValueError(f"model_conf.hold_steps: unknown parts {unknown}; the parts are llm and lora")
+    for part, steps in hold.items():
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"model_conf.hold_steps.{part} must be an integer >= 0, got {steps!r}")
+    hold = {part: steps for part, steps in hold.items() if steps}
+    if "llm" in hold and ctc_weight == 0:
+        raise ValueError(f"model_conf.hold_steps.llm={hold['llm']} needs model_conf.ctc_weight > 0: "
+                         "while the LLM sits out, the CTC is what trains the projector")
+    if "lora" in hold and not has_lora:
+        raise ValueError(f"model_conf.hold_steps.lora={hold['lora']} but the LLM has no LoRA "
+                         "adapters (set llm_conf.lora_conf)")
+    return hold
+
+
 class LLMASRModel(AbsESPnetModel):
     """Speech encoder + projector + LLM, trained with next-token cross-entropy.
 
@@ -53,8 +89,6 @@ class LLMASRModel(AbsESPnetModel):
         lang_list: language codes; ``lang`` ids in the batch index this list.
         aux_loss_weight: extra factor on the projector's auxiliary loss (already
             weighted inside the projector; 1.0 keeps the paper's weights).
-        extract_feats_in_collect_stats: ESPnet's flag; ``False`` lets the
-            shape-statistics stage run without building the LLM.
         max_nonfinite_batches: a batch whose loss is NaN/inf is skipped (zero
             gradient, counted as ``nonfinite`` in the stats); this many in a
             row stop training with an error, the last saved checkpoint intact.
@@ -67,16 +101,16 @@ class LLMASRModel(AbsESPnetModel):
             pieces, :class:`~espnet_llm_asr.ctc_vocab.CharSpeller`): a
             stride-5 projector over a character-level encoder has about
             one character per position, not one word.
-        ctc_blank_bias: ``None`` (default): the CTC's blank logit is the LLM
-            head's, unchanged.  A number: a trainable scalar, starting at this
-            value, is added to the blank logit, so that training starts, as
-            CTC training usually does, with the blank more likely than any
-            token.  Measured on the toy (2026-12-01, the recipe README): without it
-            the blank starts at P ~ 1e-3, about a single token's, and a
-            projector trained on one language fell, in its first 100 steps,
-            into never emitting the blank (1 of 4 per-language projectors with
-            seed 0, 2 with seed 1; even with the cross-entropy off); 5.0 put
-            all four on the usual path.
+        ctc_blank_bias: a trainable scalar added to the CTC's blank logit,
+            starting at this value, so that CTC training starts, as it
+            usually does, with the blank more likely than any token (without
+            it the head's blank is about as likely as a single token, and a
+            projector can fall into never emitting the blank; the recipe
+            README's projector comparison).  ``auto`` (default): 5.0 with the
+            CTC (``ctc_weight > 0``), none without.  ``0``, ``false`` or
+            ``null``: off, the blank logit is the head's, unchanged.  A
+            checkpoint saved without it (trained with the offset off) loads
+            with the offset at 0, so it decodes as it was trained.
         ctc_vocab: the tokens that CTC may emit (:mod:`espnet_llm_asr.ctc_vocab`):
             ``None`` (default) the LLM's whole vocabulary, or a list of
             token ids (``train_text`` or ``train_scripts`` in the yaml,
@@ -86,7 +120,7 @@ class LLMASRModel(AbsESPnetModel):
             (:mod:`espnet_llm_asr.ctc_compress`): one vector per run of equal
             greedy CTC labels, blank runs dropped, so about one vector per
             character or token (needs ``ctc_weight > 0``; pair it with
-            ``llm_hold_steps`` so that the CTC labels something before the LLM
+            ``hold_steps: {llm: N}`` so that the CTC labels something before the LLM
             reads it).  ``vectors``: the run's projected vectors averaged;
             ``embeddings``: the LLM's own input embeddings of the CTC's
             units, weighted by the run's averaged CTC posteriors (blank left
@@ -101,23 +135,22 @@ class LLMASRModel(AbsESPnetModel):
             training only (``specaug: specaug`` in the yaml: ESPnet's SpecAug,
             its frequency masks acting on feature dimensions); decoding and
             validation never augment.
-        lora_hold_steps: the LLM's LoRA adapters sit out the first this many
-            training batches (forward passes in train mode; optimizer steps
-            when ``accum_grad`` is 1): the projector learns against the
-            base LLM, then the adapters join.  The count is a buffer saved in
-            the checkpoints, so ``--resume`` continues it.  0 (default): the
-            adapters train from the first batch.  Needs ``llm_conf.lora_conf``;
-            with DDP also ``--unused_parameters true`` (held adapters get no gradient).
-        llm_hold_steps: the LLM sits out the first this many training
-            batches altogether: no LLM forward, the loss is the projector's
-            auxiliary loss plus the CTC (needs ``ctc_weight > 0``), so that
-            the projector first learns, at the cost of the projector and the
-            LLM's output head alone, to put the spoken tokens' embeddings
-            where the CTC reads them, and the LLM then trains against vectors
-            it can already read.  Counted as ``lora_hold_steps`` (the same
-            saved buffer); those batches report ``loss_ce`` and ``acc`` as NaN
-            (left out of ESPnet's averages) and ``llm_held`` 1; validation
-            always runs the LLM.  0 (default): the LLM from the first batch.
+        hold_steps: a warm-up in which parts of the model sit out, as
+            ``{llm: N, lora: M}`` (either may be left out; default none):
+            first, for N training batches, the LLM sits out altogether (no
+            LLM forward; the loss is the projector's auxiliary loss plus the
+            CTC, so ``ctc_weight > 0`` is needed), so that the projector
+            learns, at the cost of the projector and the output head alone,
+            to put the spoken units where the CTC reads them; then, for M
+            more batches, the LLM runs as its base model, its LoRA adapters
+            out (needs ``llm_conf.lora_conf``; with DDP also
+            ``--unused_parameters true``), so that the projector learns
+            against the base LLM before the adapters join.  Batches are
+            forward passes in train mode (optimizer steps when ``accum_grad``
+            is 1), counted in a buffer saved in the checkpoints, so
+            ``--resume`` continues the count.  Held batches report ``llm_held``
+            / ``lora_held`` 1 (with the LLM out, ``loss_ce`` and ``acc`` NaN,
+            left out of ESPnet's averages); validation always runs the whole model.
     """
 
     def __init__(
@@ -126,17 +159,15 @@ class LLMASRModel(AbsESPnetModel):
         llm: CausalLLM,
         lang_list: Optional[Sequence[str]] = None,
         aux_loss_weight: float = 1.0,
-        extract_feats_in_collect_stats: bool = True,
         max_nonfinite_batches: int = 20,
         ctc_weight: float = 0.0,
         ctc_unit: str = "token",
-        ctc_blank_bias: Optional[float] = None,
+        ctc_blank_bias: Union[str, float, bool, None] = "auto",
         ctc_vocab: Optional[Sequence[int]] = None,
         ctc_compress: Optional[str] = None,
         ctc_draft: bool = False,
         specaug: Optional[torch.nn.Module] = None,
-        lora_hold_steps: int = 0,
-        llm_hold_steps: int = 0,
+        hold_steps: Optional[Dict[str, int]] = None,
     ):
         super().__init__()
         if frontend.output_size() != llm.hidden_size:
@@ -148,7 +179,6 @@ class LLMASRModel(AbsESPnetModel):
         self.llm = llm
         self.lang_list = list(lang_list) if lang_list else []
         self.aux_loss_weight = aux_loss_weight
-        self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         self.max_nonfinite_batches = max_nonfinite_batches
         if ctc_weight < 0:
             raise ValueError(f"model_conf.ctc_weight must be >= 0, got {ctc_weight}")
@@ -156,10 +186,8 @@ class LLMASRModel(AbsESPnetModel):
         if ctc_unit not in ("token", "char"):
             raise ValueError(f"model_conf.ctc_unit must be token or char, got {ctc_unit!r}")
         self.ctc_unit = ctc_unit
-        if ctc_blank_bias is not None and ctc_weight == 0:
-            raise ValueError("model_conf.ctc_blank_bias needs model_conf.ctc_weight > 0 (it biases the CTC's blank)")
-        self.ctc_blank_bias = (None if ctc_blank_bias is None
-                               else torch.nn.Parameter(torch.tensor(float(ctc_blank_bias))))
+        blank_bias = blank_bias_start(ctc_blank_bias, ctc_weight)
+        self.ctc_blank_bias = None if blank_bias is None else torch.nn.Parameter(torch.tensor(blank_bias))
         if ctc_vocab is not None and ctc_weight == 0:
             raise ValueError("model_conf.ctc_vocab needs model_conf.ctc_weight > 0")
         if ctc_compress not in (None, "vectors", "embeddings"):
@@ -176,21 +204,9 @@ class LLMASRModel(AbsESPnetModel):
         self._speller = None
         self.specaug = specaug
         self._nonfinite_in_a_row = 0
-        if lora_hold_steps < 0:
-            raise ValueError(f"model_conf.lora_hold_steps must be >= 0, got {lora_hold_steps}")
-        if lora_hold_steps and not llm.has_lora:
-            raise ValueError(f"model_conf.lora_hold_steps={lora_hold_steps} but the LLM has no LoRA "
-                             "adapters (set llm_conf.lora_conf)")
-        self.lora_hold_steps = int(lora_hold_steps)
-        if llm_hold_steps < 0:
-            raise ValueError(f"model_conf.llm_hold_steps must be >= 0, got {llm_hold_steps}")
-        if llm_hold_steps and ctc_weight == 0:
-            raise ValueError(f"model_conf.llm_hold_steps={llm_hold_steps} needs model_conf.ctc_weight > 0: "
-                             "while the LLM sits out, the CTC is what trains the projector")
-        self.llm_hold_steps = int(llm_hold_steps)
+        self.hold_steps = check_hold_steps(hold_steps, ctc_weight, llm.has_lora)
         # persistent only when used: checkpoints of models without it keep loading strictly
-        self.register_buffer("train_batches", torch.zeros((), dtype=torch.long),
-                             persistent=bool(lora_hold_steps or llm_hold_steps))
+        self.register_buffer("train_batches", torch.zeros((), dtype=torch.long), persistent=bool(self.hold_steps))
 
     # ------------------------------------------------------- checkpoints
     def _frozen_prefixes(self) -> List[str]:
@@ -218,7 +234,14 @@ class LLMASRModel(AbsESPnetModel):
         return full
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load a trainable-only checkpoint; with ``strict`` every trainable tensor must be there."""
+        """Load a trainable-only checkpoint; with ``strict`` every trainable tensor must be there.
+
+        A checkpoint without ``ctc_blank_bias`` (trained with the offset off) gets the offset 0.
+        """
+        if self.ctc_blank_bias is not None and "ctc_blank_bias" not in state_dict:
+            logging.warning("the checkpoint has no ctc_blank_bias (trained without the CTC's blank offset): "
+                            "the offset is set to 0, as it was trained")
+            state_dict = {**state_dict, "ctc_blank_bias": torch.zeros(())}
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         if strict:
             trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -295,8 +318,9 @@ class LLMASRModel(AbsESPnetModel):
         proj = self.frontend.project(speech, speech_lengths, lang_ids, target_lengths, augment=augment)
         texts = [text[i, : int(text_lengths[i])].tolist() for i in range(batch)]
         batch_index = self._count_batch()
-        llm_held = batch_index is not None and batch_index <= self.llm_hold_steps
-        lora_held = batch_index is not None and batch_index <= self.lora_hold_steps
+        held_llm, held_lora = self.hold_steps.get("llm", 0), self.hold_steps.get("lora", 0)
+        llm_held = batch_index is not None and batch_index <= held_llm
+        lora_held = batch_index is not None and held_llm < batch_index <= held_llm + held_lora
         ctc_log_probs = self.ctc_log_probs(proj.embeds, over_vocab=False) if self.ctc_weight > 0 else None
         extra = {}
         if llm_held:
@@ -319,9 +343,9 @@ class LLMASRModel(AbsESPnetModel):
         stats = dict(loss=reported, loss_ce=loss_ce.detach(), aux_loss=aux.detach(), acc=acc.detach(),
                      nonfinite=torch.tensor(float(nonfinite), device=loss.device))
         stats.update({k: v.detach() for k, v in extra.items()})
-        if self.lora_hold_steps:
+        if "lora" in self.hold_steps:
             stats["lora_held"] = torch.tensor(float(lora_held), device=loss.device)
-        if self.llm_hold_steps:
+        if "llm" in self.hold_steps:
             stats["llm_held"] = torch.tensor(float(llm_held), device=loss.device)
         stats.update(self.routing_stats(proj, text_lengths))
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
@@ -344,8 +368,8 @@ class LLMASRModel(AbsESPnetModel):
         return loss_ce, acc
 
     def _count_batch(self) -> Optional[int]:
-        """Count a training batch (when a hold option needs the count): its 1-based index, else None."""
-        if not (self.lora_hold_steps or self.llm_hold_steps) or not self.training:
+        """Count a training batch (when ``hold_steps`` needs the count): its 1-based index, else None."""
+        if not self.hold_steps or not self.training:
             return None
         self.train_batches += 1
         return int(self.train_batches)

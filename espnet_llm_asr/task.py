@@ -47,6 +47,7 @@ from espnet_llm_asr.frozen_models import (MANIFEST, check_frozen_models, frozen_
                                           write_manifest)
 from espnet_llm_asr.llm import CausalLLM, is_lora_name  # noqa: E402
 from espnet_llm_asr.model import LLMASRModel  # noqa: E402
+from espnet_llm_asr.removed_options import migrate_removed_options  # noqa: E402
 from espnet_llm_asr.torch_utils import flush_denormals  # noqa: E402
 from espnet_llm_asr.trainer import AtomicCheckpointTrainer  # noqa: E402
 
@@ -240,11 +241,11 @@ class LLMASRTask(_abs_task.AbsTask):
             raise ValueError(
                 f"frontend: unknown projector {frontend_name!r}; valid: {sorted(FRONTEND_CLASSES)}"
             )
-        llm_conf = dict(getattr(args, "llm_conf", None) or {})
+        llm_conf = migrate_removed_options("llm_conf", getattr(args, "llm_conf", None))
         llm = CausalLLM(args.llm, **llm_conf)
-        # config.yaml (written after build_model) records the factor the projector is trained with,
+        # config.yaml (written after build_model) records the scale the projector is trained with,
         # not "auto": decoding uses it whatever the LLM's library version says then
-        args.llm_conf = {**llm_conf, "speech_embed_scale": llm.speech_embed_scale, "speech_rms": llm.speech_rms}
+        args.llm_conf = {**llm_conf, "speech_scale": str(llm.speech_scale)}
         frontend_conf = dict(getattr(args, "frontend_conf", None) or {})
         frontend_conf.setdefault("output_dim", llm.hidden_size)
         if frontend_conf["output_dim"] != llm.hidden_size:
@@ -259,7 +260,8 @@ class LLMASRTask(_abs_task.AbsTask):
         specaug = None
         if getattr(args, "specaug", None) is not None:
             specaug = specaug_choices.get_class(args.specaug)(**(getattr(args, "specaug_conf", None) or {}))
-        model_conf = dict(getattr(args, "model_conf", None) or {})
+        model_conf = migrate_removed_options("model_conf", getattr(args, "model_conf", None))
+        args.model_conf = model_conf
         if model_conf.get("ctc_vocab") in ("train_text", "train_scripts"):
             # config.yaml records the ids themselves: decoding needs no training data
             text_path = training_text_path(getattr(args, "train_data_path_and_name_and_type", None))
@@ -280,7 +282,6 @@ class LLMASRTask(_abs_task.AbsTask):
                     what = f"pieces in {', '.join(scripts)} (the scripts of {text_path}) and its tokens"
             model_conf["ctc_vocab"] = ids
             logging.info(f"model_conf.ctc_vocab: {len(ids)} {what}")
-            args.model_conf = model_conf
         model = LLMASRModel(frontend, llm, lang_list=lang_list, specaug=specaug, **model_conf)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())

@@ -49,7 +49,8 @@ def test_gemma_speech_scale_is_its_embedding_scale_and_text_is_scaled_once(llms,
 
     llm = _llm(llms, arch)
     assert type(llm.model.get_input_embeddings()).__name__.endswith("ScaledWordEmbedding")
-    assert llm.speech_embed_scale == pytest.approx(math.sqrt(HIDDEN), rel=1e-6)
+    assert llm.speech_scale.mode == "factor"
+    assert llm.speech_scale.value == pytest.approx(math.sqrt(HIDDEN), rel=1e-6)
 
     # text through our inputs_embeds path == the model's own input_ids path
     ids = torch.tensor([llm.tokenize("नमस्ते भारत USER: Transcribe")])
@@ -69,33 +70,33 @@ def test_gemma_speech_scale_is_its_embedding_scale_and_text_is_scaled_once(llms,
         n = int(lengths[i])
         torch.testing.assert_close(piece.head[len(prefix):], speech[i, :n] * math.sqrt(HIDDEN))
         tail_ids = suffix + texts[i] + [llm.eos_token_id]
-        torch.testing.assert_close(piece.tail, table[tail_ids] * llm.speech_embed_scale)
-        torch.testing.assert_close(piece.head[: len(prefix)], table[prefix] * llm.speech_embed_scale)
+        torch.testing.assert_close(piece.tail, table[tail_ids] * math.sqrt(HIDDEN))
+        torch.testing.assert_close(piece.head[: len(prefix)], table[prefix] * math.sqrt(HIDDEN))
 
 
 def test_llama_is_unchanged_and_a_number_overrides(llms):
     from espnet_llm_asr.layout import utterance_pieces
 
     llama = _llm(llms, "llama")
-    assert llama.speech_embed_scale == 1.0
+    assert str(llama.speech_scale) == "factor:1.0"
     speech = torch.randn(1, 4, HIDDEN)
     piece = utterance_pieces(llama, speech, torch.tensor([4]), [None])[0]
     torch.testing.assert_close(piece.head[len(llama.prompt_ids(None)[0]):], speech[0])
 
-    assert _llm(llms, "gemma3", speech_embed_scale=2.5).speech_embed_scale == 2.5
-    assert _llm(llms, "llama", speech_embed_scale="3").speech_embed_scale == 3.0
-    for bad in ("big", 0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="llm_conf.speech_embed_scale"):
-            _llm(llms, "llama", speech_embed_scale=bad)
+    assert _llm(llms, "gemma3", speech_scale="factor:2.5").speech_scale.value == 2.5
+    assert _llm(llms, "gemma3", speech_scale="factor:auto").speech_scale.value == pytest.approx(math.sqrt(HIDDEN))
+    for bad in ("big", "factor:big", "factor:0", "factor:-1.0", "factor:inf", "rms:nan", 2.5, "scale:2"):
+        with pytest.raises(ValueError, match="llm_conf.speech_scale"):
+            _llm(llms, "llama", speech_scale=bad)
 
 
-def test_speech_rms_gives_every_speech_vector_the_token_embeddings_length(llms):
+def test_speech_scale_rms_gives_every_speech_vector_the_token_embeddings_length(llms):
     from espnet_llm_asr.layout import utterance_pieces
 
-    llm = _llm(llms, "gemma3", speech_rms="auto")
+    llm = _llm(llms, "gemma3", speech_scale="rms")
     table = llm.model.get_input_embeddings().weight.detach()
     want = float(table.pow(2).mean().sqrt()) * math.sqrt(HIDDEN)  # the RMS of the scaled token embeddings
-    assert llm.speech_rms == pytest.approx(want, rel=1e-5)
+    assert llm.speech_scale.mode == "rms" and llm.speech_scale.value == pytest.approx(want, rel=1e-5)
     # vectors of very different lengths, one of them 1000x: all come out at the token RMS, directions kept
     speech = torch.randn(1, 4, HIDDEN) * torch.tensor([0.01, 1.0, 10.0, 1000.0]).view(1, 4, 1)
     speech.requires_grad_(True)
@@ -108,13 +109,10 @@ def test_speech_rms_gives_every_speech_vector_the_token_embeddings_length(llms):
     assert torch.isfinite(speech.grad).all() and speech.grad.abs().sum() > 0
     # text positions are untouched
     prefix = llm.prompt_ids(None)[0]
-    torch.testing.assert_close(piece.head[: len(prefix)], table[prefix] * llm.speech_embed_scale)
+    torch.testing.assert_close(piece.head[: len(prefix)], table[prefix] * math.sqrt(HIDDEN))
 
-    assert _llm(llms, "llama", speech_rms=0.5).speech_rms == 0.5
-    assert _llm(llms, "llama").speech_rms is None
-    for bad in ("big", 0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="llm_conf.speech_rms"):
-            _llm(llms, "llama", speech_rms=bad)
+    assert str(_llm(llms, "llama", speech_scale="rms:0.5").speech_scale) == "rms:0.5"
+    assert _llm(llms, "llama").speech_scale.mode == "factor"
 
 
 def _model(llms, arch):

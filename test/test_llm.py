@@ -220,7 +220,8 @@ def test_lora_lr_scale_gives_the_adapters_their_own_rate(models):
 def test_auxiliary_ctc_through_the_llm_output_head(models):
     """ctc_weight adds a CTC loss of the projected speech read by the LLM's own output head."""
     torch.manual_seed(0)
-    model = _model(models, model_conf={"ctc_weight": 0.5}).eval()  # eval: no dropout, repeatable
+    # eval: no dropout, repeatable; the blank offset off: the head's own blank, by hand below
+    model = _model(models, model_conf={"ctc_weight": 0.5, "ctc_blank_bias": 0}).eval()
     feats = torch.randn(2, 10, 8)  # 10 frames -> 2 projected vectors (stride 5)
     lengths = torch.tensor([10, 10])
     text = torch.tensor([[5, -1], [7, 9]])
@@ -248,12 +249,16 @@ def test_auxiliary_ctc_through_the_llm_output_head(models):
         _model(models, model_conf={"ctc_weight": -1.0})
 
 
-def test_auxiliary_ctc_blank_bias(models):
+def test_auxiliary_ctc_blank_bias(models, caplog):
     """ctc_blank_bias: a trainable scalar added to the CTC's blank logit only (the LLM head
-    untouched); it trains, is saved, and without the CTC it is refused (decoding's use of it:
-    test_model.py::test_joint_ctc_decoding)."""
+    untouched), on by default with the CTC (5.0), off with 0 / false / null; it trains and is saved;
+    a checkpoint without it loads with the offset 0 (as it was trained); without the CTC it is
+    refused (decoding's use of it: test_model.py::test_joint_ctc_decoding)."""
+    import logging
+
     torch.manual_seed(0)
-    model = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 5.0}).eval()
+    model = _model(models, model_conf={"ctc_weight": 1.0}).eval()  # the default: on, at 5.0
+    assert float(model.ctc_blank_bias) == 5.0
     pad = model.llm.pad_token_id
     feats = torch.randn(2, 20, 8)
     proj = model.frontend.project(feats, torch.tensor([20, 15]), torch.tensor([0, 1]))
@@ -263,19 +268,32 @@ def test_auxiliary_ctc_blank_bias(models):
     lp = model.ctc_log_probs(proj.embeds)
     torch.testing.assert_close(lp, expected.log_softmax(-1))
     assert (lp[..., pad] > logits.log_softmax(-1)[..., pad]).all()  # the blank made more likely
-    plain = _model(models, model_conf={"ctc_weight": 1.0}).eval()
+    for off in (0, False, None):
+        plain = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": off}).eval()
+        assert plain.ctc_blank_bias is None and "ctc_blank_bias" not in plain.state_dict()
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "ctc_blank_bias"})
     torch.testing.assert_close(plain.ctc_log_probs(proj.embeds), logits.log_softmax(-1))
+    # a checkpoint trained with the offset off, into a model with the default: the offset is 0
+    old = _model(models, model_conf={"ctc_weight": 1.0}).eval()
+    with caplog.at_level(logging.WARNING):
+        old.load_state_dict(plain.state_dict())
+    assert float(old.ctc_blank_bias) == 0.0 and "no ctc_blank_bias" in caplog.text
+    torch.testing.assert_close(old.ctc_log_probs(proj.embeds), logits.log_softmax(-1))
     model.zero_grad()
     model.ctc_loss(proj, [[5, 6], [7]]).backward()
     assert model.ctc_blank_bias.grad is not None and model.ctc_blank_bias.grad.abs() > 0
     assert all(p.grad is None for p in model.llm.parameters())  # the head stays frozen
     assert "ctc_blank_bias" in model.state_dict()
-    other = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 0.0})
+    other = _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": 2.0})
+    assert float(other.ctc_blank_bias) == 2.0
     other.load_state_dict(model.state_dict())
     assert float(other.ctc_blank_bias) == 5.0
+    assert _model(models).ctc_blank_bias is None  # no CTC, no offset
     with pytest.raises(ValueError, match="ctc_weight > 0"):
         _model(models, model_conf={"ctc_blank_bias": 5.0})
+    for bad in ("yes", True):
+        with pytest.raises(ValueError, match="ctc_blank_bias must be"):
+            _model(models, model_conf={"ctc_weight": 1.0, "ctc_blank_bias": bad})
 
 
 def test_auxiliary_ctc_on_characters_targets_the_spelling(models):
@@ -438,11 +456,11 @@ def test_logits_to_keep(models):
         torch.testing.assert_close(llm(embeds, mask, logits_to_keep=torch.tensor([1, 3])), full[:, [1, 3]])
 
 
-def test_lora_hold_steps_keeps_the_adapters_out_of_the_first_batches(models):
-    """lora_hold_steps=2: batches 1-2 run the base LLM (no gradient reaches LoRA), batch 3 trains it;
+def test_hold_steps_lora_keeps_the_adapters_out_of_the_first_batches(models):
+    """hold_steps {lora: 2}: batches 1-2 run the base LLM (no gradient reaches LoRA), batch 3 trains it;
     validation does not count; the count is saved and restored with the checkpoint."""
     lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    model = _model(models, lora_conf=lora_conf, model_conf={"lora_hold_steps": 2})
+    model = _model(models, lora_conf=lora_conf, model_conf={"hold_steps": {"lora": 2}})
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     feats, text = torch.randn(1, 20, 8), torch.tensor([[5, 6]])
 
@@ -466,17 +484,20 @@ def test_lora_hold_steps_keeps_the_adapters_out_of_the_first_batches(models):
     assert int(model.train_batches) == 3
     state = model.state_dict()
     assert int(state["train_batches"]) == 3
-    other = _model(models, lora_conf=lora_conf, model_conf={"lora_hold_steps": 2})
+    other = _model(models, lora_conf=lora_conf, model_conf={"hold_steps": {"lora": 2}})
     other.load_state_dict(state)
     assert int(other.train_batches) == 3
     # without the option the count is not part of the checkpoint; without LoRA it is refused
     assert "train_batches" not in _model(models, lora_conf=lora_conf).state_dict()
     with pytest.raises(ValueError, match="no LoRA"):
-        _model(models, model_conf={"lora_hold_steps": 5})
+        _model(models, model_conf={"hold_steps": {"lora": 5}})
+    for bad, match in (({"encoder": 5}, "unknown parts"), ({"lora": -1}, "integer >= 0"), ({"llm": 1.5}, "integer")):
+        with pytest.raises(ValueError, match=match):
+            _model(models, lora_conf=lora_conf, model_conf={"hold_steps": bad, "ctc_weight": 1.0})
 
 
-def test_llm_hold_steps_trains_the_projector_by_the_ctc_alone_first(models, monkeypatch):
-    """llm_hold_steps=2: batches 1-2 never call the LLM (loss = CTC + aux exactly, CE and accuracy
+def test_hold_steps_llm_trains_the_projector_by_the_ctc_alone_first(models, monkeypatch):
+    """hold_steps {llm: 2}: batches 1-2 never call the LLM (loss = CTC + aux exactly, CE and accuracy
     NaN, no gradient reaches LoRA), batch 3 runs it; validation always runs it and does not count;
     the count is saved; without a CTC the option is refused."""
     import math
@@ -484,7 +505,7 @@ def test_llm_hold_steps_trains_the_projector_by_the_ctc_alone_first(models, monk
     from espnet_llm_asr.llm import CausalLLM
 
     lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    model = _model(models, lora_conf=lora_conf, model_conf={"llm_hold_steps": 2, "ctc_weight": 0.5})
+    model = _model(models, lora_conf=lora_conf, model_conf={"hold_steps": {"llm": 2}, "ctc_weight": 0.5})
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     calls = []
     forward = CausalLLM.forward
@@ -517,7 +538,65 @@ def test_llm_hold_steps_trains_the_projector_by_the_ctc_alone_first(models, monk
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert int(model.state_dict()["train_batches"]) == 3
     with pytest.raises(ValueError, match="ctc_weight"):
-        _model(models, model_conf={"llm_hold_steps": 5})
+        _model(models, model_conf={"hold_steps": {"llm": 5}})
+
+
+def test_hold_steps_phases_follow_one_another(models):
+    """hold_steps {llm: 1, lora: 2}: batch 1 without the LLM, batches 2-3 with the base LLM (adapters
+    out), batch 4 the whole model."""
+    lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    model = _model(models, lora_conf=lora_conf, model_conf={"hold_steps": {"llm": 1, "lora": 2}, "ctc_weight": 1.0})
+    batch = (torch.randn(1, 20, 8), torch.tensor([20]), torch.tensor([[5, 6]]), torch.tensor([2]), torch.tensor([[0]]))
+    model.train()
+    held = []
+    for _ in range(4):
+        _, stats, _ = model(*batch)
+        held.append((stats["llm_held"].item(), stats["lora_held"].item()))
+    assert held == [(1.0, 0.0), (0.0, 1.0), (0.0, 1.0), (0.0, 0.0)]
+
+
+def test_removed_options_load_with_a_message_naming_the_replacement(models, caplog):
+    """An older config.yaml (llm_conf.speech_embed_scale / speech_rms, model_conf.llm_hold_steps /
+    lora_hold_steps / extract_feats_in_collect_stats) still builds its model: each removed key logs
+    one warning line naming its replacement, and the config the task records holds the replacements."""
+    import argparse
+    import logging
+
+    from espnet_llm_asr.removed_options import migrate_removed_options, removed_keys
+    from espnet_llm_asr.task import LLMASRTask
+
+    lora_conf = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    args = argparse.Namespace(
+        llm=str(models["llm"]), frontend="mono", frontend_conf={"input_dim": 8, "hidden_dim": 16}, lang_list=None,
+        llm_conf={"lora_conf": lora_conf, "speech_embed_scale": 25.25, "speech_rms": 1.03},
+        model_conf={"extract_feats_in_collect_stats": False, "ctc_weight": 1.0, "ctc_blank_bias": 5.0,
+                    "llm_hold_steps": 400, "lora_hold_steps": 500})
+    with caplog.at_level(logging.WARNING):
+        model = LLMASRTask.build_model(args)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for key, new in (("llm_conf.speech_embed_scale", "llm_conf.speech_scale"),
+                     ("llm_conf.speech_rms", "llm_conf.speech_scale"),
+                     ("model_conf.llm_hold_steps", "model_conf.hold_steps"),
+                     ("model_conf.lora_hold_steps", "model_conf.hold_steps"),
+                     ("model_conf.extract_feats_in_collect_stats", "drop it")):
+        found = [line for line in lines if line.startswith(f"{key} is removed")]
+        assert len(found) == 1 and new in found[0] and "\n" not in found[0], (key, lines)
+    assert str(model.llm.speech_scale) == "rms:1.03"  # speech_rms won over speech_embed_scale, as before
+    assert model.hold_steps == {"llm": 400, "lora": 100}  # the adapters still join at batch 500
+    assert float(model.ctc_blank_bias) == 5.0
+    assert args.llm_conf["speech_scale"] == "rms:1.03" and not removed_keys("llm_conf") & set(args.llm_conf)
+    assert args.model_conf["hold_steps"] == {"llm": 400, "lora": 100}
+    assert not removed_keys("model_conf") & set(args.model_conf)
+    # each alone, and a replacement given beside a removed key wins
+    assert migrate_removed_options("llm_conf", {"speech_embed_scale": "auto", "speech_rms": None}) == {
+        "speech_scale": "factor"}
+    assert migrate_removed_options("llm_conf", {"speech_rms": "auto"}) == {"speech_scale": "rms"}
+    assert migrate_removed_options("model_conf", {"lora_hold_steps": 500}) == {"hold_steps": {"lora": 500}}
+    assert migrate_removed_options("model_conf", {"llm_hold_steps": 400, "lora_hold_steps": 300}) == {
+        "hold_steps": {"llm": 400}}
+    assert migrate_removed_options("llm_conf", {"speech_scale": "factor:2.0", "speech_rms": 1.0}) == {
+        "speech_scale": "factor:2.0"}
+    assert migrate_removed_options("model_conf", {"ctc_weight": 1.0}) == {"ctc_weight": 1.0}
 
 
 def test_auxiliary_ctc_over_a_token_subset(models):

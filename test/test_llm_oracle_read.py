@@ -92,7 +92,7 @@ def test_oracle_read_decodes_the_transcripts_own_embeddings(setup, monkeypatch, 
 
     _, data, llm_dir = setup
     llm = CausalLLM(str(llm_dir), lang_instruction=LANG_INSTRUCTION)
-    assert llm.speech_embed_scale == pytest.approx(32 ** 0.5)  # Gemma's: the slot's scale is tested
+    assert llm.speech_scale.value == pytest.approx(32 ** 0.5)  # Gemma's: the slot's scale is tested
     calls = _spy_generate(monkeypatch)
     pairs, wer, exact = _oracle_read(monkeypatch, capsys, llm_dir, data, batch_size=3)
     utts = sorted(UTTS)

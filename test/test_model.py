@@ -317,14 +317,14 @@ def test_specaug_masks_encoder_features_in_training_only(assets):
 
 
 @pytest.mark.slow
-def test_lora_hold_steps_through_espnet_resume(assets):
-    """model_conf.lora_hold_steps=6 with 4 batches an epoch: epoch 1 leaves the adapters at their
+def test_lora_hold_through_espnet_resume(assets):
+    """model_conf.hold_steps.lora=6 with 4 batches an epoch: epoch 1 leaves the adapters at their
     start (lora_B zero), the count survives --resume, and epoch 2 trains them from batch 7 on."""
     root, data, models = assets
     llm_conf = {"freeze": True, "lora_conf": {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}}
     conf = train_config(root, models, "mono", llm_conf=llm_conf)
     out = root / "exp_lora_hold"
-    extra = ["--num_iters_per_epoch", "4", "--model_conf", "lora_hold_steps=6"]
+    extra = ["--num_iters_per_epoch", "4", "--model_conf", "hold_steps.lora=6"]
     _train(root, data, conf, out, 1, extra)
     first = torch.load(out / "1epoch.pth", map_location="cpu", weights_only=True)
     lora_b = [k for k in first if "lora_B" in k]

@@ -119,6 +119,7 @@ def test_recipe_train_configs_parse(path, tmp_path):
     from espnet_llm_asr.llm import CausalLLM
     from espnet_llm_asr.model import LLMASRModel
     from espnet_llm_asr.projectors.build import projector_conf_keys
+    from espnet_llm_asr.removed_options import migrate_removed_options
     from espnet_llm_asr.task import LLMASRTask
 
     args = LLMASRTask.get_parser().parse_args(
@@ -126,9 +127,25 @@ def test_recipe_train_configs_parse(path, tmp_path):
     assert args.frontend in FRONTEND_CLASSES
     frontend_keys = projector_conf_keys(args.frontend).keys() | (_keys(ProjectorFrontend.__init__) - {"output_dim"})
     assert set(args.frontend_conf) <= frontend_keys, set(args.frontend_conf) - frontend_keys
-    assert set(args.llm_conf) <= _keys(CausalLLM.__init__), set(args.llm_conf) - _keys(CausalLLM.__init__)
+    llm_conf = migrate_removed_options("llm_conf", args.llm_conf, warn=False)  # as the task reads it
+    assert set(llm_conf) <= _keys(CausalLLM.__init__), set(llm_conf) - _keys(CausalLLM.__init__)
+    model_conf = migrate_removed_options("model_conf", args.model_conf, warn=False)
     model_keys = _keys(LLMASRModel.__init__) - {"frontend", "llm", "lang_list"}
-    assert set(args.model_conf) <= model_keys, set(args.model_conf) - model_keys
+    assert set(model_conf) <= model_keys, set(model_conf) - model_keys
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="conf/real/ still sets removed keys, which load "
+                                            "through espnet_llm_asr.removed_options; drop this mark with them"))
+    if p.parent.name == "real" else p for p in RECIPE_TRAIN], ids=[str(p.relative_to(RECIPE / "conf")) for p in RECIPE_TRAIN])
+def test_recipe_train_configs_set_no_removed_option(path):
+    """The recipe's configs use the current options, not the removed ones (which only older
+    experiments' config.yaml files should still hold)."""
+    from espnet_llm_asr.removed_options import removed_keys
+
+    conf = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for section in ("llm_conf", "model_conf"):
+        assert not removed_keys(section) & set(conf.get(section) or {}), section
 
 
 def test_compared_projectors_share_everything_but_the_projector():

@@ -241,9 +241,9 @@ def test_chat_template_layout_token_by_token(request):
             n = head + len(after)
             assert torch.equal(embeds[i, : len(pre)], llm.embed(torch.tensor(pre)))
             # the speech at Gemma's own embedding scale (sqrt(640), which its embedding layer gives text)
-            assert llm.speech_embed_scale == pytest.approx(640 ** 0.5, rel=1e-2)
+            assert llm.speech_scale.value == pytest.approx(640 ** 0.5, rel=1e-2)
             torch.testing.assert_close(embeds[i, len(pre): head],
-                                       (proj.embeds[i, :n_speech] * llm.speech_embed_scale).to(torch.bfloat16))
+                                       (proj.embeds[i, :n_speech] * llm.speech_scale.value).to(torch.bfloat16))
             assert torch.equal(embeds[i, head + gap: head + gap + len(after)], llm.embed(torch.tensor(after)))
             assert mask[i].tolist() == ([1] * head + [0] * gap + [1] * len(after)
                                         + [0] * (mask.shape[1] - gap - n))
@@ -445,7 +445,7 @@ def test_lora_on_gemma3_attention(request):
 @pytest.mark.slow
 def test_joint_ctc_decoding_at_gemmas_262144_word_head(request, monkeypatch):
     """Joint CTC / LLM decoding through Gemma 3's own head (262,144 words, no ctc_vocab) after up
-    to 120 steps of the CTC alone on the three utterances (model_conf.llm_hold_steps: the LLM sits out,
+    to 120 steps of the CTC alone on the three utterances (model_conf.hold_steps.llm: the LLM sits out,
     so it has not learnt to read the projector and the CTC decides): with the default pre-beam
     each step scores the LLM's best, the CTC's choices and EOS, not the vocabulary; the batch
     decodes as each utterance alone, and as scoring every token does where the CTC's choices
@@ -464,7 +464,7 @@ def test_joint_ctc_decoding_at_gemmas_262144_word_head(request, monkeypatch):
     # the fp32 Gemma, as in test_batched_greedy_decoding_equals_one_at_a_time (bf16 rounds a
     # padded batch and a single row differently); a projector of its own
     frontend = copy.deepcopy(model.frontend)
-    asr = LLMASRModel(frontend, llm_fp32, lang_list=LANGS, ctc_weight=1.0, ctc_blank_bias=5.0, llm_hold_steps=120)
+    asr = LLMASRModel(frontend, llm_fp32, lang_list=LANGS, ctc_weight=1.0, hold_steps={"llm": 120})
     text, text_lengths = _text_batch(asr.llm, [u[2] for u in UTTS])
     optimizer = torch.optim.AdamW([p for p in asr.parameters() if p.requires_grad], lr=3e-3)
     asr.train()

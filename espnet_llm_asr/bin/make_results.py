@@ -41,6 +41,7 @@ import numpy as np
 from espnet_llm_asr.analysis import (cif_fire_positions, gate_language_id_accuracy, plot_cif_firing,
                                      plot_routing_heatmap, read_alphas, read_cif_count, read_gates)
 from espnet_llm_asr.data_io import load_mono_16k, read_kaldi_map
+from espnet_llm_asr.removed_options import migrate_removed_options
 from espnet_llm_asr.scoring import PCT_KEYS, ScliteScore, read_sclite_result
 from espnet_llm_asr.unseen_words import score_unseen_words_by_lang, training_words, unseen_word_lines
 from espnet_llm_asr.utils import atomic_write_text
@@ -363,9 +364,12 @@ def model_lines(exp_dir: Path, decode_tags: Sequence[str]) -> List[str]:
     decoding config (``<exp>/<tag>/decode_config.yaml``, written by stage 12: first line the config's path)."""
     conf = _exp_config(exp_dir)
     frontend_conf = conf.get("frontend_conf") or {}
+    scale = migrate_removed_options("llm_conf", conf.get("llm_conf"), warn=False).get("speech_scale")
+    if scale:
+        mode, _, number = str(scale).partition(":")
+        scale = f"{mode} {float(number):g}" if number.replace(".", "", 1).isdigit() else scale
     lines = [f"- encoder: `{frontend_conf.get('encoder') or '?'}`; LLM: `{conf.get('llm') or '?'}`"
-             + (f" (speech embedding scale {(conf.get('llm_conf') or {})['speech_embed_scale']:g})"
-                if "speech_embed_scale" in (conf.get("llm_conf") or {}) else "")]
+             + (f" (speech scale: {scale})" if scale else "")]
     for tag in decode_tags:
         path = exp_dir / tag / "decode_config.yaml"
         if not path.is_file():

@@ -77,10 +77,7 @@ class ExpertBank(torch.nn.Module):
     weights (measured at the paper's sizes, batch 8 x 100 frames, 2 threads:
     SMEAR's expert pass fwd+bwd 479 ms this way, 731 ms with (out, in) weights
     merged by einsum).  Each expert is initialised like ``torch.nn.Linear``,
-    drawing its values in Linear's (out, in) order (the same numbers for a
-    seed as the earlier (E, H, D) layout); same count as E :class:`ExpertMLP`.
-    State dicts of that earlier layout (keys ``w1`` (E, H, D) and ``w2``
-    (E, O, H)) load, transposed.
+    drawing its values in Linear's (out, in) order; same count as E :class:`ExpertMLP`.
     """
 
     def __init__(self, num_experts: int, in_dim: int, hidden_dim: int, out_dim: int):
@@ -106,15 +103,6 @@ class ExpertBank(torch.nn.Module):
                 out_in = torch.empty(w.size(0), w.size(2), w.size(1), dtype=w.dtype, device=w.device)
                 w.copy_(out_in.uniform_(-bound, bound).transpose(1, 2))
                 b.uniform_(-bound, bound)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        """Accept the earlier (out, in) layout: ``w1`` (E, H, D) -> ``w1_dh``, ``w2`` (E, O, H) -> ``w2_ho``."""
-        for old, new in (("w1", "w1_dh"), ("w2", "w2_ho")):
-            if prefix + old in state_dict and prefix + new not in state_dict:
-                state_dict[prefix + new] = state_dict.pop(prefix + old).transpose(1, 2)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
     def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
         """Run expert ``e``: (..., D) -> (..., O)."""

@@ -53,7 +53,7 @@ def main() -> None:
         slot = torch.zeros(len(batch), width, llm.hidden_size)
         for i, row in enumerate(ids):
             with torch.no_grad():
-                slot[i, : len(row)] = llm.embed(torch.tensor(row)).float() / llm.speech_embed_scale
+                slot[i, : len(row)] = llm.embed(torch.tensor(row)).float() / llm.speech_scale.value
         pieces = utterance_pieces(llm, slot, torch.tensor(list(map(len, ids))), [langs.get(u) for u in batch])
         inputs, mask = generation_prefix(pieces)
         with torch.no_grad():
