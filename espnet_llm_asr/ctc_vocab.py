@@ -2,11 +2,12 @@
 
 The CTC of :class:`~espnet_llm_asr.model.LLMASRModel` reads each projected
 speech vector (B, T', D) with the LLM's own output head.  Over the whole
-vocabulary that is a (T' x D) @ (D x V) product per utterance: for
-Gemma 3 (V = 262,144) it took 6 s of a 17 s training step on a 2-core CPU
-(``benchmark.train_step``, 2026-12-02).  The transcripts of a corpus use a
-few hundred of those tokens; restricting the CTC's softmax to them (plus the
-blank) keeps the same head rows (the LLM's, frozen) at a fraction of the cost.
+vocabulary that is a (T' x D) @ (D x V) product per utterance, for Gemma 3
+(V = 262,144) a large part of a CPU training step (the numbers:
+espnet_llm_asr/benchmark/README.md, "Choices in the code").  The transcripts
+of a corpus use a few hundred of those tokens; restricting the CTC's softmax
+to them (plus the blank) keeps the same head rows (the LLM's, frozen) at a
+fraction of the cost.
 
 ``model_conf.ctc_vocab``:
 

@@ -89,10 +89,8 @@ def flush_denormals() -> bool:
     """Treat subnormal floats (below ~1.2e-38) as zero in this process's CPU arithmetic.
 
     Training drives some activations and gradients into the subnormal range,
-    where x86 CPUs compute many times slower; the tiny encoder's training step
-    got 1.4x slower over its first 300 steps for that reason alone (measured
-    on the 2-core Intel machine: 0.57 s against 0.40 s for the same batch
-    with flushing).  Values that small do not change a float32 training.
+    where x86 CPUs compute many times slower (espnet_llm_asr/benchmark/README.md,
+    "Subnormal floats"); values that small do not change a float32 training.
 
     Call it first thing in a program: the CPU mode is per thread, and torch's
     worker threads copy it from the thread that starts them, i.e. at the first

@@ -2,7 +2,7 @@
 
 torch and torchaudio must be a pair built together: torchaudio's C++
 library is linked against one torch release, and next to another one it
-fails to load (seen on 2026-11-29: torchaudio 2.11.1 beside torch 2.12.1,
+fails to load (torchaudio 2.11.1 beside torch 2.12.1:
 ``undefined symbol: torch_exception_get_what_without_backtrace``).  espnet
 imports torchaudio in ``espnet2.tasks.*``, so such a venv fails with dozens
 of tracebacks far from the cause.  Here the two versions are compared from

@@ -86,3 +86,110 @@ def test_stage_script_help_and_reference_list_every_option():
     for name, default in options:
         assert f"  --{name}={default}" in proc.stdout, name
         assert f"--{name}`" in reference, name
+
+
+# ------------------------------------------------ code and configs say what and why, not measurement logs
+CONF = RECIPE / "conf"
+#: the default's configs (conf/real/) are edited together with the recipe README's results
+CONFIGS = sorted(p for p in CONF.rglob("*.yaml") if p.relative_to(CONF).parts[0] != "real")
+MAX_HEADER_LINES = 6
+_DATE = re.compile(r"\b20\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")
+#: paths outside the repository: a sibling checkout's shared files, or this machine's checkout
+_OUTSIDE = re.compile(r"\.\./shared\b|/work/")
+
+
+def config_header_lines(text: str) -> int:
+    """How many comment lines a YAML config has before its first key."""
+    count = 0
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            count += 1
+        elif line.strip():
+            break
+    return count
+
+
+def yaml_comments(text: str) -> List[str]:
+    """The comments of a YAML file (a ``#`` that starts a line or follows a space, outside quotes)."""
+    out = []
+    for line in text.splitlines():
+        quote = None
+        for i, ch in enumerate(line):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+                out.append(line[i:])
+                break
+    return out
+
+
+def python_notes(source: str) -> List[str]:
+    """The comments and docstrings of a Python module."""
+    import ast
+    import io
+    import tokenize
+
+    notes = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                notes.append(doc)
+    return notes
+
+
+def dated_notes(path: Path) -> List[str]:
+    """The comments (and, for Python, docstrings) of ``path`` that carry a date such as 2026-12-01."""
+    text = path.read_text(encoding="utf-8")
+    notes = python_notes(text) if path.suffix == ".py" else yaml_comments(text)
+    return [n.strip().splitlines()[0][:80] for n in notes if _DATE.search(n)]
+
+
+def shipped_files() -> List[Path]:
+    """What users get: the package (code, its READMEs and data), the recipe's configs and the READMEs."""
+    package = [p for p in (ROOT / "espnet_llm_asr").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+               and p.suffix in (".py", ".md", ".yaml", ".yml", ".txt", ".json", ".sh")]
+    # RESULTS*.md are stage 13's output, written with the paths of the machine that ran it
+    return sorted(package) + CONFIGS + [d for d in DOCS if not d.name.startswith("RESULTS")]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(CONF)) for p in CONFIGS])
+def test_config_header_is_a_few_lines(path):
+    """A recipe config says what it is and its result in at most MAX_HEADER_LINES comment lines before
+    its first key (the numbers and their story live in the recipe README), and no comment of it is a
+    dated measurement."""
+    text = path.read_text(encoding="utf-8")
+    assert config_header_lines(text) <= MAX_HEADER_LINES
+    assert dated_notes(path) == []
+
+
+def test_package_comments_and_docstrings_carry_no_dates():
+    """Docstrings and comments of espnet_llm_asr/ say what and why; dated measurements belong in a README."""
+    found = {str(p.relative_to(ROOT)): dated_notes(p) for p in sorted((ROOT / "espnet_llm_asr").rglob("*.py"))}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_shipped_files_refer_to_nothing_outside_the_repository():
+    """No shipped file names a path outside the repository (../shared/..., this machine's /work/...)."""
+    found = {str(p.relative_to(ROOT)): sorted({m.group(0) for m in _OUTSIDE.finditer(p.read_text(encoding="utf-8"))})
+             for p in shipped_files()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_note_checks_find_what_they_look_for(tmp_path):
+    """The checks above on planted files: a long header, a dated comment and docstring, an outside path."""
+    conf = tmp_path / "train.yaml"
+    conf.write_text("# one\n#\n# two\n# three\n# four\n# five\n# six\n\nfrontend: mono  # x\n", encoding="utf-8")
+    assert config_header_lines(conf.read_text(encoding="utf-8")) == 7
+    conf.write_text("# short\nfrontend: mono\nlr: 0.1  # measured 2026-12-03: best\nurl: 'a #2026-12-03'\n",
+                    encoding="utf-8")
+    assert config_header_lines(conf.read_text(encoding="utf-8")) == 1
+    assert dated_notes(conf) == ["# measured 2026-12-03: best"]
+    code = tmp_path / "mod.py"
+    code.write_text('"""Fast.\n\nMeasured 2026-11-30: 1.4x."""\nX = "2026-12-01"  # a value, not a note\n\n\n'
+                    'def f():\n    """Ok."""\n    return 1  # since 2026-12-02\n', encoding="utf-8")
+    assert dated_notes(code) == ["# since 2026-12-02", "Fast."]
+    assert _OUTSIDE.findall("see ../shared/docs/reference.md and /work/main/tools, not ../../tools") == [
+        "../shared", "/work/"]

@@ -14,8 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs2" / "indic" / "asr1"
 PAPER = sorted((RECIPE / "conf" / "paper").glob("train_*.yaml"))
-WHISPER_LARGE_DIM, LLM_DIM = 1280, 3584          # reference.md §1: Whisper-large-v3; Gemma-2-9B / Qwen2.5-7B
-PARAMS = {"smear_moe": 52_983_300, "mono": 18_160_384}   # reference.md §2
+WHISPER_LARGE_DIM, LLM_DIM = 1280, 3584          # the papers: Whisper-large-v3; Gemma-2-9B / Qwen2.5-7B
+PARAMS = {"smear_moe": 52_983_300, "mono": 18_160_384}   # the SMEAR-MoE paper's projector sizes
 
 
 def _keys(fn, skip=("self",)):
@@ -88,7 +88,7 @@ def test_paper_decode_config_matches_reference():
     conf = yaml.safe_load((RECIPE / "conf" / "decode_paper.yaml").read_text(encoding="utf-8"))
     dests = {a.dest for a in get_parser()._actions}
     assert set(conf) <= dests, set(conf) - dests
-    # reference.md §1, SMEAR decoding (the diverse-beam groups are not available, see the yaml)
+    # the SMEAR-MoE paper's decoding (the diverse-beam groups are not available, see the yaml)
     assert conf == {"num_beams": 4, "max_new_tokens": 200, "repetition_penalty": 1.3, "length_penalty": 0.8}
 
 

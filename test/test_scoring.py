@@ -37,6 +37,7 @@ from espnet_llm_asr.scoring import (
     score_dir,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 REFS = {
     "u1": ("hi", "नमस्ते दुनिया यह"),
     "u2": ("hi", "मेरा नाम राम है"),
@@ -235,7 +236,7 @@ def test_make_results_two_experiments(tmp_path):
     gates = {k: ([0.9, 0.1] if lang == "hi" else [0.15, 0.85]) for k, (lang, _) in REFS.items()}
     write_map(hyp_b / "gates", {k: " ".join(map(str, g)) for k, g in gates.items()})
     (hyp_b.parent.parent / "config.yaml").write_text(
-        "frontend: smear_moe\nfrontend_conf:\n  encoder: models/whisper-base\nllm: models/gemma-3-270m\n"
+        f"frontend: smear_moe\nfrontend_conf:\n  encoder: models/whisper-base\nllm: {ROOT}/tools/models/gemma-3-270m\n"
         "llm_conf:\n  speech_embed_scale: 25.25\n  speech_rms: 1.0291315\n")  # removed keys, read as speech_scale
     (hyp_b.parent / "decode_config.yaml").write_text("# conf/decode.yaml --ctc_weight 0.5\nnum_beams: 1\n")
     (hyp_b.parent.parent / "images").mkdir()
@@ -253,7 +254,8 @@ def test_make_results_two_experiments(tmp_path):
     assert "## asr_linear" in text and "## asr_smear (smear_moe)" in text
     assert "- pytorch version: `pytorch " in text
     # which frozen models and which decoding produced each system (as stage 12 records it)
-    assert "- encoder: `models/whisper-base`; LLM: `models/gemma-3-270m` (speech scale: rms 1.02913)" in text
+    # a path inside the repository relative to it (a checkout's absolute path means nothing elsewhere)
+    assert "- encoder: `models/whisper-base`; LLM: `tools/models/gemma-3-270m` (speech scale: rms 1.02913)" in text
     assert "- decoding `decode_x`: `conf/decode.yaml --ctc_weight 0.5` (num_beams=1)" in text
     assert "- decoding `decode_x`: config not recorded" in text  # asr_linear has none
 

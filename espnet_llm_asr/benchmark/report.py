@@ -44,7 +44,7 @@ def render_markdown(results: Dict[str, object]) -> str:
         + (" **Quick mode: toy sizes, not representative.**" if meta["settings"]["quick"] else ""))
     goals = results.get("goals") or []
     if goals:
-        out += ["", "**Goals** (from the performance issue):", "",
+        out += ["", "**Goals** (the speed targets the benchmark checks):", "",
                 "| goal | target | measured | met |", "|---|---|---|---|"]
         for g in goals:
             met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]

@@ -3,7 +3,7 @@
 :func:`run_benchmark` runs the parts named in :data:`PARTS` (projectors,
 decoding, CIF, dumped features, memory, system level, GPU throughput), adds the machine's
 description and load, and :func:`evaluate_goals` compares the measured ratios
-with the goals of the performance issue.
+with the benchmark's speed goals (the targets below).
 
 Top of the benchmark package: imports common, projectors, system, throughput and asr.
 """
@@ -33,7 +33,7 @@ def _goal(name: str, measured: Optional[float], target: float, higher_is_better:
 
 
 def evaluate_goals(results: Dict[str, object]) -> List[Dict[str, object]]:
-    """The issue's goals, each with its measured ratio and met/missed (None: not measured)."""
+    """The speed goals, each with its measured ratio and met/missed (None: not measured)."""
     goals = []
     proj = results.get("projectors")
     if proj:

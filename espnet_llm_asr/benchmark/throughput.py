@@ -421,7 +421,7 @@ def bench_throughput(settings: BenchSettings) -> Dict[str, object]:
 
 
 def throughput_goal_values(result: Dict[str, object]) -> Dict[str, Optional[float]]:
-    """The issue's GPU goals from a :func:`bench_throughput` result: greedy RTFx at the largest
+    """The GPU goals from a :func:`bench_throughput` result: greedy RTFx at the largest
     standard batch and at batch 1 (fast path), training step seconds on the fly at batch 7."""
     rows = [r for r in result.get("decoding") or [] if r.get("error") is None and r.get("num_beams") == 1
             and r.get("cache") == "static"]

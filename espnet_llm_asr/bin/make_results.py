@@ -359,16 +359,28 @@ def _exp_label(exp_dir: Path) -> str:
     return f"{exp_dir.name} ({frontend})" if frontend else exp_dir.name
 
 
+def _shown_path(path: Optional[str]) -> str:
+    """A model path as RESULTS.md shows it: relative to the repository when it lies inside it (a
+    checkout's absolute path means nothing on another machine), else as given."""
+    if not path:
+        return "?"
+    repo = Path(__file__).resolve().parents[2]
+    if Path(path).is_absolute() and repo in Path(path).resolve().parents:
+        return str(Path(path).resolve().relative_to(repo))
+    return str(path)
+
+
 def model_lines(exp_dir: Path, decode_tags: Sequence[str]) -> List[str]:
-    """The encoder and the LLM the experiment was trained with (as given to run.sh) and each decode tag's
-    decoding config (``<exp>/<tag>/decode_config.yaml``, written by stage 12: first line the config's path)."""
+    """The encoder and the LLM the experiment was trained with (as given to run.sh, a path inside the
+    repository relative to it) and each decode tag's decoding config (``<exp>/<tag>/decode_config.yaml``,
+    written by stage 12: first line the config's path)."""
     conf = _exp_config(exp_dir)
     frontend_conf = conf.get("frontend_conf") or {}
     scale = migrate_removed_options("llm_conf", conf.get("llm_conf"), warn=False).get("speech_scale")
     if scale:
         mode, _, number = str(scale).partition(":")
         scale = f"{mode} {float(number):g}" if number.replace(".", "", 1).isdigit() else scale
-    lines = [f"- encoder: `{frontend_conf.get('encoder') or '?'}`; LLM: `{conf.get('llm') or '?'}`"
+    lines = [f"- encoder: `{_shown_path(frontend_conf.get('encoder'))}`; LLM: `{_shown_path(conf.get('llm'))}`"
              + (f" (speech scale: {scale})" if scale else "")]
     for tag in decode_tags:
         path = exp_dir / tag / "decode_config.yaml"

@@ -74,9 +74,8 @@ class ExpertBank(torch.nn.Module):
     weights input-major (``x @ w``, the transpose of ``torch.nn.Linear``'s
     (out, in)), so that a merged (B, D, H) weight and its gradient are
     contiguous for the batched matmul and the merge never copies or permutes
-    weights (measured at the paper's sizes, batch 8 x 100 frames, 2 threads:
-    SMEAR's expert pass fwd+bwd 479 ms this way, 731 ms with (out, in) weights
-    merged by einsum).  Each expert is initialised like ``torch.nn.Linear``,
+    weights (faster than (out, in) weights merged by einsum: the projector
+    benchmark's notes, espnet_llm_asr/benchmark/README.md).  Each expert is initialised like ``torch.nn.Linear``,
     drawing its values in Linear's (out, in) order; same count as E :class:`ExpertMLP`.
     """
 

@@ -47,10 +47,9 @@ class HardMoEProjector(AbsProjector):
     their top-k weights, as GShard combines (a frame whose 1st choice overflowed
     gets only g2 / (g1 + g2) of its 2nd expert); a frame whose every choice
     overflowed gets a ZERO embedding.  ``renormalize_kept=True`` (this
-    projector's behaviour before 2026-12-01) renormalises the kept choices
-    instead (one kept choice gets weight 1): measured on the toy corpus, the
-    router then collapses onto one expert and half of each batch's frames go to
-    an unpopular expert at full weight (egs2/indic/asr1/README.md, "Tried, not adopted").
+    projector's earlier behaviour) renormalises the kept choices instead (one
+    kept choice gets weight 1); on the toy corpus its router collapsed onto one
+    expert (egs2/indic/asr1/README.md, "Tried, not adopted").
     Load-balance loss (Switch/GShard): ``load_balance_weight * E * sum_e f_e * P_e``,
     f_e = share of the N*k choices (before capacity) that picked e, P_e = mean
     router probability (1.0 when balanced).

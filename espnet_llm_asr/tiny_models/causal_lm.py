@@ -182,9 +182,9 @@ def pretrain_causal_lm(
     all reads, as in aligned examples).  ``length_pool``: ``None`` for random
     batches, ``P`` for batches of lines of similar token count from sorted
     pools of ``P`` batches (:func:`~espnet_llm_asr.tiny_models.common.batch_indices`;
-    less padding, so faster steps; measured on the default corpus: 1.5x
-    faster, but after 2500 steps the LM read dev copies at 0.737 against 0.917
-    with random batches, so the recipe keeps random batches).
+    less padding, so faster steps, but the LM learns to read more slowly, so
+    the recipe keeps random batches: espnet_llm_asr/benchmark/README.md,
+    "Choices in the code").
     """
     from espnet_llm_asr.tiny_models.copy_examples import RandomSentences
     from transformers import AutoModelForCausalLM, AutoTokenizer

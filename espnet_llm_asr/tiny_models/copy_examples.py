@@ -23,8 +23,8 @@ with something speech-like in the slot:
     between words; :class:`~espnet_llm_asr.ctc_vocab.CharSpeller`) instead of its tokens: 100 ms of
     a character-CTC-trained encoder holds about one character, not a word,
     so this is closer to what a stride-5 projector over such an encoder
-    gives, and the LM has to compose the words (measured: the toy LM reads
-    spelled slots worse than token slots; see the recipe README).
+    gives, and the LM has to compose the words (the toy LM reads spelled
+    slots worse than token slots: the recipe README, "Tried, not adopted").
 
 Token ids in, token ids and labels (``-100`` = no loss) out.  The filler is
 the LM's pad token, which is also the blank of the model's auxiliary CTC
@@ -187,9 +187,8 @@ class RandomSentences:
     ``draw`` takes a random training line and replaces each of its words by
     a random word of the same script from the training text.  Copy examples
     built from these cannot be answered from a memorised training sentence,
-    so the LM must read the speech slot (measured on the default corpus:
-    no better reading of dev sentences than with the training lines, 0.658
-    against 0.645 after clean aligned slots).
+    so the LM must read the speech slot (espnet_llm_asr/benchmark/README.md,
+    "Choices in the code").
     """
 
     def __init__(self, texts: Sequence[str]):
