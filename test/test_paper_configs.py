@@ -134,10 +134,7 @@ def test_recipe_train_configs_parse(path, tmp_path):
     assert set(model_conf) <= model_keys, set(model_conf) - model_keys
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="conf/real/ still sets removed keys, which load "
-                                            "through espnet_llm_asr.removed_options; drop this mark with them"))
-    if p.parent.name == "real" else p for p in RECIPE_TRAIN], ids=[str(p.relative_to(RECIPE / "conf")) for p in RECIPE_TRAIN])
+@pytest.mark.parametrize("path", RECIPE_TRAIN, ids=[str(p.relative_to(RECIPE / "conf")) for p in RECIPE_TRAIN])
 def test_recipe_train_configs_set_no_removed_option(path):
     """The recipe's configs use the current options, not the removed ones (which only older
     experiments' config.yaml files should still hold)."""
