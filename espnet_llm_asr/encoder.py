@@ -33,7 +33,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -184,6 +184,11 @@ class WhisperEncoder(nn.Module):
         trust_remote_code: passed to ``AutoConfig.from_pretrained``.
         freeze: frozen (default).  ``freeze=False`` makes it trainable (used
             by the CTC pretraining of the tiny encoder).
+        output_layer: run only the first N transformer layers (1 <= N <=
+            the checkpoint's ``encoder_layers``), then the final layer norm;
+            None (default): all.  A frozen Whisper's last layer serves its
+            own decoder; an earlier one may keep more of the sounds (the
+            recipe README compares them).
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class WhisperEncoder(nn.Module):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         freeze: bool = True,
+        output_layer: Optional[int] = None,
     ):
         super().__init__()
         from transformers import AutoConfig
@@ -213,6 +219,13 @@ class WhisperEncoder(nn.Module):
         self.freeze = freeze
         self.logmel = WhisperLogMel(load_feature_extractor_for(model_dir, config.num_mel_bins))
         self.encoder = load_whisper_encoder(model_dir, config, self.dtype)
+        layers = len(self.encoder.layers)
+        if output_layer is not None:
+            if isinstance(output_layer, bool) or not isinstance(output_layer, int) or not 1 <= output_layer <= layers:
+                raise ValueError(f"encoder_conf.output_layer must be an integer in 1..{layers} (the layers of "
+                                 f"{model_name_or_path!r}) or null (all), got {output_layer!r}")
+            self.encoder.layers = self.encoder.layers[:output_layer]  # the later layers are never run
+        self.output_layer = output_layer
         self.max_source_positions = int(config.max_source_positions)
         self.window_frames = 2 * self.max_source_positions  # log-mel frames per window (3000)
         self.frame_rate = self.logmel.sampling_rate / self.logmel.hop_length / 2  # 50.0 for Whisper
@@ -365,4 +378,5 @@ class WhisperEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"model={self.model_name_or_path!r}, pad_to_30s={self.pad_to_30s}, dtype={self.dtype}, "
+                f"output_layer={self.output_layer}, "
                 f"freeze={self.freeze}, window_seconds={self.window_seconds:g}")

@@ -118,6 +118,26 @@ def test_masked_path_is_the_hf_encoder_on_a_full_window(whisper_dir):
         assert out.shape[1] == (frames + 1) // 2
 
 
+@pytest.mark.parametrize("pad_to_30s", [False, True])
+def test_output_layer_runs_the_first_layers_then_the_final_norm(whisper_dir, pad_to_30s):
+    """encoder_conf.output_layer N: transformers' hidden state after layer N through the encoder's
+    final layer norm (N = all layers: the usual output); out-of-range values are refused."""
+    enc = WhisperEncoder(str(whisper_dir), pad_to_30s=pad_to_30s, output_layer=1)
+    full = WhisperEncoder(str(whisper_dir), pad_to_30s=pad_to_30s, output_layer=2)
+    assert len(enc.encoder.layers) == 1 and len(full.encoder.layers) == 2
+    mel = torch.randn(1, 80, enc.window_frames)
+    with torch.no_grad():
+        hidden = full.encoder(input_features=mel, output_hidden_states=True).hidden_states
+        ours, _ = enc.forward_mel(mel, torch.tensor([enc.window_frames]))
+        last, _ = full.forward_mel(mel, torch.tensor([enc.window_frames]))
+    torch.testing.assert_close(ours, full.encoder.layer_norm(hidden[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, hidden[-1], atol=1e-5, rtol=0)  # hidden[-1]: after the final norm
+    assert not torch.allclose(ours, last, atol=1e-3)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(ValueError, match="output_layer must be an integer in 1..2"):
+            WhisperEncoder(str(whisper_dir), output_layer=bad)
+
+
 def test_pad_to_30s_is_hf_whisper_trimmed(whisper_dir):
     """pad_to_30s=True: HF feature extractor (window padding) + HF encoder, trimmed to the real frames."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
