@@ -104,8 +104,7 @@ def test_top_level_layout():
     names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")}
     names -= {"build", "dist"}  # local build artefacts, ignored by git
     names = {n for n in names if not n.endswith(".egg-info")}
-    assert names == {"egs2", "espnet_llm_asr", "tools", "test", "setup.py", "README.md", "LICENSE",
-                     "pytest.ini"}, names
+    assert names == {"egs2", "espnet_llm_asr", "tools", "test", "setup.py", "README.md", "LICENSE"}, names
     # the license setup.py declares, in full
     assert 'license="Apache-2.0"' in (ROOT / "setup.py").read_text(encoding="utf-8")
     license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
@@ -127,15 +126,14 @@ def _marks(decorators) -> set:
 
 
 def test_tests_that_load_the_real_checkpoints_are_marked_real_models():
-    """pytest.ini declares the markers; a test reading tools/models (through test_real_models'
+    """test/pytest.ini declares the markers; a test reading tools/models (through test_real_models'
     require, the model dirs, or a helper of its module that does) is marked real_models, so
     that ``-m "not real_models"`` runs without the checkpoints."""
     import ast
     import configparser
 
     ini = configparser.ConfigParser()
-    ini.read(ROOT / "pytest.ini")
-    assert ini["pytest"]["testpaths"].split() == ["test"]
+    assert ini.read(ROOT / "test" / "pytest.ini")
     assert {line.split(":")[0].strip() for line in ini["pytest"]["markers"].strip().splitlines()} >= {
         "slow", "real_models"}
     real_names = {"require", "GEMMA_DIR", "WHISPER_DIR", "MODELS_DIR"}
